@@ -1,0 +1,43 @@
+"""Deny by default: which role may do what. Services call ``require`` before they change or show
+anything; the API and console only mirror these answers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from appliance.accounts.choices import Role
+from appliance.core.actors import Actor
+from appliance.core.errors import PermissionDenied
+
+
+class Capability(StrEnum):
+    USERS_VIEW = "view users"
+    USERS_MANAGE = "manage users"
+    REGISTRY_VIEW = "view models and adapters"
+    REGISTRY_WRITE = "import, verify or retire models and adapters"
+    REGISTRY_APPROVE = "approve models and adapters"
+    JOBS_VIEW = "view background jobs"
+    AUDIT_VIEW = "read the audit log"
+
+
+_ALL = frozenset(Role.values)
+POLICY: dict[Capability, frozenset[str]] = {
+    Capability.USERS_VIEW: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Capability.USERS_MANAGE: frozenset({Role.ADMIN}),
+    Capability.REGISTRY_VIEW: _ALL,
+    Capability.REGISTRY_WRITE: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Capability.REGISTRY_APPROVE: frozenset({Role.ADMIN}),
+    Capability.JOBS_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
+    Capability.AUDIT_VIEW: frozenset({Role.ADMIN, Role.AUDITOR}),
+}
+
+
+def allows(actor: Actor, capability: Capability) -> bool:
+    """Whether the actor's role grants the capability; the system actor may do anything."""
+    return actor.is_system or actor.role in POLICY[capability]
+
+
+def require(actor: Actor, capability: Capability) -> None:
+    """Raise PermissionDenied (which the API audits) unless the actor may do this."""
+    if not allows(actor, capability):
+        raise PermissionDenied(f"Your role ({actor.role or actor.kind}) may not {capability}.")

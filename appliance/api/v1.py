@@ -1,0 +1,36 @@
+"""The management API, ``/api/v1``: one NinjaAPI for people and scripts, one Router per context.
+
+The agent API (``/api/agent/v1``, node credentials) will be a separate NinjaAPI with its own auth.
+"""
+
+from __future__ import annotations
+
+from ninja import NinjaAPI
+
+from appliance.accounts.api import auth_router, tokens_router, users_router
+from appliance.api import errors
+from appliance.api.auth import AUTH
+from appliance.audit.api import router as audit_router
+from appliance.core.api import router as jobs_router
+from appliance.registry.api import adapters_router, models_router
+
+api = NinjaAPI(
+    title="Appliance management API",
+    version="1",
+    description=(
+        "Manage users, models, adapters and the audit log. Authenticate with a session cookie "
+        "(send the CSRF token on unsafe methods) or `Authorization: Bearer <API token>`. Every error "
+        "has the body `{code, detail, fields, request_id}`."
+    ),
+    auth=AUTH,
+    urls_namespace="api-v1",
+    docs_url="/docs",
+)
+errors.install(api)
+api.add_router("/auth", auth_router)
+api.add_router("/users", users_router)
+api.add_router("/tokens", tokens_router)
+api.add_router("/models", models_router)
+api.add_router("/adapters", adapters_router)
+api.add_router("/jobs", jobs_router)
+api.add_router("/audit", audit_router)

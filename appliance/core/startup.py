@@ -1,0 +1,32 @@
+"""Refusal to start in production with unsafe settings.
+
+Django's system checks do not run under an ASGI server, so the settings module calls
+``production_problems`` itself and refuses to load; each problem carries a stable id.
+"""
+
+from __future__ import annotations
+
+INSECURE_SECRET_PREFIX = "insecure-embedded-"  # noqa: S105 - a marker, not a key
+
+
+def production_problems(
+    *, debug: bool, secret_key: str, database_engine: str, allowed_hosts: list[str]
+) -> list[str]:
+    """The reasons these settings are unsafe for production, empty when they are fine."""
+    problems = []
+    if debug:
+        problems.append("appliance.E001: APPLIANCE_DEBUG is on; turn it off in production.")
+    if not secret_key or secret_key.startswith(INSECURE_SECRET_PREFIX) or len(secret_key) < 50:
+        problems.append(
+            "appliance.E002: APPLIANCE_SECRET_KEY (or APPLIANCE_SECRET_KEY_FILE) is unset, the "
+            "embedded default, or shorter than 50 characters."
+        )
+    if database_engine.endswith("sqlite3"):
+        problems.append(
+            "appliance.E003: the database is SQLite; set DATABASE_URL to a Postgres database."
+        )
+    if not allowed_hosts or "*" in allowed_hosts:
+        problems.append(
+            "appliance.E004: APPLIANCE_ALLOWED_HOSTS is empty or '*'; list the appliance's host names."
+        )
+    return problems

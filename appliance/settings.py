@@ -1,0 +1,218 @@
+"""The one settings module. Every value comes from the environment (docs/configuration.md).
+
+Embedded mode (the default) runs on SQLite under ``var/`` with no Redis: Celery tasks run eagerly in
+the calling process and caches live in files. ``APPLIANCE_ENV=production`` refuses to load with
+unsafe values (see appliance.core.startup).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from appliance.core.env import env_bool, env_int, env_list, env_secret, env_str
+from appliance.core.startup import production_problems
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("APPLIANCE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+APPLIANCE_ENV = env_str("APPLIANCE_ENV", "embedded")
+if APPLIANCE_ENV not in {"embedded", "production"}:
+    raise ImproperlyConfigured(
+        f"APPLIANCE_ENV must be embedded or production, not {APPLIANCE_ENV!r}"
+    )
+PRODUCTION = APPLIANCE_ENV == "production"
+
+
+def _embedded_secret_key() -> str:
+    """A per-install key kept in var/ (mode 0600), so no fixed default key ever exists."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text("insecure-embedded-" + secrets.token_urlsafe(48), encoding="utf-8")
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = env_secret("APPLIANCE_SECRET_KEY") or ("" if PRODUCTION else _embedded_secret_key())
+DEBUG = env_bool("APPLIANCE_DEBUG", False)
+ALLOWED_HOSTS = env_list(
+    "APPLIANCE_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"]
+)
+CSRF_TRUSTED_ORIGINS = env_list("APPLIANCE_CSRF_TRUSTED_ORIGINS", [])
+
+DATABASE_URL = env_secret("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "appliance.sqlite3",
+            # IMMEDIATE serialises writers up front, so audit sequence numbers never race.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = ""  # in-memory for tests
+
+_problems = (
+    production_problems(
+        debug=DEBUG,
+        secret_key=SECRET_KEY,
+        database_engine=DATABASES["default"]["ENGINE"],
+        allowed_hosts=ALLOWED_HOSTS,
+    )
+    if PRODUCTION
+    else []
+)
+if _problems:
+    raise ImproperlyConfigured("Refusing to start in production mode:\n  " + "\n  ".join(_problems))
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "ninja",  # serves Swagger UI and ReDoc from local static files, not a CDN
+    "appliance.core",
+    "appliance.accounts",
+    "appliance.audit",
+    "appliance.registry",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "appliance.core.middleware.RequestContextMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "appliance.urls"
+ASGI_APPLICATION = "appliance.asgi.application"
+WSGI_APPLICATION = "appliance.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+            ]
+        },
+    }
+]
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "appliance.accounts.passwords.MaximumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+]
+
+# Failed sign-ins: after this many failures for one user name (or from one address) within the
+# window, every attempt for it answers 429 until the window passes.
+APPLIANCE_LOGIN_MAX_FAILURES = env_int("APPLIANCE_LOGIN_MAX_FAILURES", 5, minimum=1)
+APPLIANCE_LOGIN_WINDOW_SECONDS = env_int("APPLIANCE_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+
+REDIS_URL = env_secret("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = False
+else:
+    # Shared by every process of the embedded appliance, unlike the in-memory cache.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": VAR_DIR / "cache",
+        }
+    }
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True  # no broker: jobs run in the process that enqueued them
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("APPLIANCE_TASK_TIME_LIMIT", 6 * 3600, minimum=60)
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = env_int("APPLIANCE_SESSION_MAX_AGE", 12 * 3600, minimum=300)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if PRODUCTION:
+    SECURE_HSTS_SECONDS = env_int("APPLIANCE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION  # embedded mode serves without collectstatic
+
+# Registry: where imported files are kept, and which directories an import may read from.
+APPLIANCE_ARTIFACT_ROOT = Path(
+    env_str("APPLIANCE_ARTIFACT_ROOT", str(VAR_DIR / "artifacts"))
+).resolve()
+APPLIANCE_IMPORT_ROOTS = [
+    Path(p).resolve() for p in env_list("APPLIANCE_IMPORT_ROOTS", [str(VAR_DIR / "import")])
+]
+APPLIANCE_MAX_UPLOAD_BYTES = env_int("APPLIANCE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
+APPLIANCE_STAGING_DIR = VAR_DIR / "staging"
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True, mode=0o700)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # JSON bodies; uploads stream to FILE_UPLOAD_TEMP_DIR
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    },
+    "filters": {"request_id": {"()": "appliance.core.context.RequestIdLogFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": env_str("APPLIANCE_LOG_LEVEL", "INFO")},
+    # Django logs request details for 4xx/5xx; the request line is enough, never bodies.
+    "loggers": {"django.request": {"level": "ERROR"}, "django.server": {"level": "WARNING"}},
+}
