@@ -51,7 +51,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "appliance.sqlite3",
+            "NAME": str(VAR_DIR / "appliance.sqlite3"),
             # IMMEDIATE serialises writers up front, so audit sequence numbers never race.
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
         }
@@ -147,7 +147,7 @@ else:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": VAR_DIR / "cache",
+            "LOCATION": str(VAR_DIR / "cache"),
         }
     }
     CELERY_BROKER_URL = "memory://"

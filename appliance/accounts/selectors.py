@@ -27,7 +27,7 @@ def user_visible(*, actor: Actor) -> QuerySet[User]:
     """Users the actor may look at: everyone for user viewers, only themselves otherwise."""
     if allows(actor, Capability.USERS_VIEW):
         return User.objects.all()
-    return User.objects.filter(pk=actor.user_id)
+    return User.objects.filter(pk=actor.user_id or 0)
 
 
 def token_visible(*, actor: Actor) -> QuerySet[ApiToken]:
@@ -35,4 +35,4 @@ def token_visible(*, actor: Actor) -> QuerySet[ApiToken]:
     tokens = ApiToken.objects.select_related("user").order_by("-created_at", "-id")
     if allows(actor, Capability.USERS_MANAGE):
         return tokens
-    return tokens.filter(user_id=actor.user_id)
+    return tokens.filter(user_id=actor.user_id or 0)

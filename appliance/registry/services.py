@@ -73,7 +73,7 @@ def _check_name(model: type[RegistryEntry], name: str) -> str:
     name = name.strip()
     if not name:
         raise ValidationFailed("A name is required.", fields={"name": ["Required."]})
-    if model.objects.filter(name=name).exists():
+    if model._default_manager.filter(name=name).exists():
         raise Conflict(f"The name {name!r} is already taken.", code="duplicate_name")
     return name
 
