@@ -192,6 +192,7 @@ APPLIANCE_ARTIFACT_ROOT = Path(
 APPLIANCE_IMPORT_ROOTS = [
     Path(p).resolve() for p in env_list("APPLIANCE_IMPORT_ROOTS", [str(VAR_DIR / "import")])
 ]
+(VAR_DIR / "import").mkdir(exist_ok=True, mode=0o700)
 APPLIANCE_MAX_UPLOAD_BYTES = env_int("APPLIANCE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
 APPLIANCE_STAGING_DIR = VAR_DIR / "staging"
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")

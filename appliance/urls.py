@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import path, re_path
 
+from appliance.api.errors import error_body
 from appliance.api.v1 import api
 
 
@@ -13,7 +14,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """Unknown paths under /api/ answer in the API's error format, not Django's HTML page."""
+    return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)
+
+
 urlpatterns = [
     path("healthz", healthz),
     path("api/v1/", api.urls),
+    re_path(r"^api/", api_not_found),
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from ninja import Schema
 
 
 class JobOut(Schema):
-    id: str
+    id: UUID
     kind: str
     status: str
     object_type: str

@@ -26,7 +26,7 @@ def test_created_token_is_shown_once_and_stored_as_prefix_and_hash(
     token = ApiToken.objects.get(pk=response.data["token"]["id"])
     assert secret not in (token.prefix, token.secret_hash)
     assert token.secret_hash != secret and len(token.secret_hash) == 64
-    assert "secret" not in api_as(operator).get(f"/tokens").data["items"][0]
+    assert "secret" not in api_as(operator).get("/tokens").data["items"][0]
     assert ApiClient(secret).get("/auth/me").data["username"] == "olga"
     event = AuditEvent.objects.get(action="token.create", object_id=str(token.pk))
     assert secret not in str(event.details)

@@ -1,0 +1,453 @@
+"""Who may call what: one row per operation of the management API, checked for every persona.
+
+MATRIX is keyed by (METHOD, path template as in the OpenAPI schema). A route added without a row
+fails ``test_matrix_covers_exactly_the_operations_in_the_schema``. Every call sends a valid body
+and real object ids, so a 422 or 404 cannot hide a missing permission check: an allowed role gets
+the operation's success status, anonymous callers 401, and other roles 403 (or 404 where the object
+is someone else's and must look missing).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from appliance.accounts.models import ApiToken, User
+from appliance.accounts.services import token_create
+from appliance.api.v1 import api
+from appliance.audit.models import AuditEvent
+from appliance.core.models import Job
+from appliance.registry import services as registry
+from appliance.registry.choices import EntryStatus
+from appliance.registry.models import Adapter, BaseModel
+from tests.conftest import PASSWORD, ApiClient, actor, make_user
+from tests.support import write_adapter_dir, write_model_dir
+
+pytestmark = pytest.mark.django_db
+
+ADMIN, OPERATOR, AUDITOR, APP_OWNER = "admin", "operator", "auditor", "app_owner"
+ANONYMOUS = "anonymous"
+ROLES = (ADMIN, OPERATOR, AUDITOR, APP_OWNER)
+PERSONAS = (*ROLES, ANONYMOUS)
+EVERYONE = frozenset(ROLES)
+NEW_PASSWORD = "a brand new passphrase for the matrix 7"
+
+
+@dataclass
+class World:
+    """Real objects for every path parameter, and the persona calling."""
+
+    persona: str
+    user: User | None  # the persona's account (None when anonymous)
+    pending_model: BaseModel  # imported by bob, waiting for approval
+    approved_model: BaseModel  # imported by bob, approved by alice
+    pending_adapter: Adapter  # imported by bob on approved_model, waiting for approval
+    target_user: User  # an active account that is not the persona
+    inactive_user: User
+    spare_token: ApiToken  # the persona's own (bob's for anonymous), not the one calling
+    job: Job
+    event: AuditEvent
+    import_root: Path
+    archive: bytes  # a .tar.gz of a LoRA adapter for approved_model
+
+    def path_values(self) -> dict[str, Any]:
+        return {
+            "model_id": self.pending_model.pk,
+            "adapter_id": self.pending_adapter.pk,
+            "user_id": self.target_user.pk,
+            "token_id": self.spare_token.pk,
+            "job_id": self.job.pk,
+            "seq": self.event.seq,
+        }
+
+
+Body = Callable[[World], Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call an operation, what it answers them, and a valid request for it."""
+
+    allowed: frozenset[str]
+    success: int
+    public: bool = False
+    hidden_from: frozenset[str] = frozenset()  # roles for whom the object looks missing (404)
+    body: Body | None = None
+    multipart: bool = False
+    path_objects: Mapping[str, Callable[[World], Any]] = field(default_factory=dict)
+
+    def expected_status(self, persona: str) -> int:
+        if self.public:
+            return self.success
+        if persona == ANONYMOUS:
+            return 401
+        if persona in self.allowed:
+            return self.success
+        if persona in self.hidden_from:
+            return 404
+        return 403
+
+
+def _login_body(world: World) -> dict[str, Any]:
+    username = world.user.username if world.user else world.target_user.username
+    return {"username": username, "password": PASSWORD}
+
+
+def _upload_body(world: World) -> dict[str, Any]:
+    return {
+        "name": "uploaded-adapter",
+        "base_model_id": str(world.approved_model.pk),
+        "description": "from the matrix",
+        "archive": SimpleUploadedFile(
+            "adapter.tar.gz", world.archive, content_type="application/gzip"
+        ),
+    }
+
+
+def _only(*roles: str) -> frozenset[str]:
+    return frozenset(roles)
+
+
+OTHER_PEOPLE_HIDDEN = _only(OPERATOR, APP_OWNER)  # they may see only their own user record
+
+MATRIX: dict[tuple[str, str], Rule] = {
+    # auth
+    ("GET", "/api/v1/auth/csrf"): Rule(EVERYONE, 200, public=True),
+    ("POST", "/api/v1/auth/login"): Rule(EVERYONE, 200, public=True, body=_login_body),
+    ("POST", "/api/v1/auth/logout"): Rule(EVERYONE, 204),
+    ("GET", "/api/v1/auth/me"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/auth/password"): Rule(
+        EVERYONE,
+        204,
+        body=lambda w: {"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    ),
+    # users
+    ("GET", "/api/v1/users"): Rule(_only(ADMIN, AUDITOR), 200),
+    ("POST", "/api/v1/users"): Rule(
+        _only(ADMIN), 201, body=lambda w: {"username": "newcomer", "role": OPERATOR}
+    ),
+    ("GET", "/api/v1/users/{user_id}"): Rule(
+        _only(ADMIN, AUDITOR), 200, hidden_from=OTHER_PEOPLE_HIDDEN
+    ),
+    ("PATCH", "/api/v1/users/{user_id}"): Rule(
+        _only(ADMIN), 200, hidden_from=OTHER_PEOPLE_HIDDEN, body=lambda w: {"full_name": "T. T."}
+    ),
+    ("POST", "/api/v1/users/{user_id}/deactivate"): Rule(
+        _only(ADMIN), 200, hidden_from=OTHER_PEOPLE_HIDDEN
+    ),
+    ("POST", "/api/v1/users/{user_id}/activate"): Rule(
+        _only(ADMIN),
+        200,
+        hidden_from=OTHER_PEOPLE_HIDDEN,
+        path_objects={"user_id": lambda w: w.inactive_user.pk},
+    ),
+    # tokens (the token in the path is the caller's own; someone else's is tested below)
+    ("GET", "/api/v1/tokens"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/tokens"): Rule(
+        EVERYONE, 201, body=lambda w: {"name": "matrix", "expires_in_days": 7}
+    ),
+    ("POST", "/api/v1/tokens/{token_id}/revoke"): Rule(EVERYONE, 200),
+    # models
+    ("GET", "/api/v1/models"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/models"): Rule(
+        _only(ADMIN, OPERATOR),
+        202,
+        body=lambda w: {
+            "name": "fresh-model",
+            "path": str(w.import_root / "fresh-model"),
+            "licence": "apache-2.0",
+        },
+    ),
+    ("GET", "/api/v1/models/{model_id}"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/models/{model_id}/approve"): Rule(_only(ADMIN), 200),
+    ("POST", "/api/v1/models/{model_id}/retire"): Rule(_only(ADMIN, OPERATOR), 200),
+    ("POST", "/api/v1/models/{model_id}/verify"): Rule(_only(ADMIN, OPERATOR), 202),
+    # adapters
+    ("GET", "/api/v1/adapters"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/adapters"): Rule(
+        _only(ADMIN, OPERATOR),
+        202,
+        body=lambda w: {
+            "name": "fresh-adapter",
+            "base_model_id": w.approved_model.pk,
+            "path": str(w.import_root / "fresh-adapter"),
+        },
+    ),
+    ("POST", "/api/v1/adapters/upload"): Rule(
+        _only(ADMIN, OPERATOR), 202, body=_upload_body, multipart=True
+    ),
+    ("GET", "/api/v1/adapters/{adapter_id}"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/adapters/{adapter_id}/approve"): Rule(_only(ADMIN), 200),
+    ("POST", "/api/v1/adapters/{adapter_id}/retire"): Rule(_only(ADMIN, OPERATOR), 200),
+    ("POST", "/api/v1/adapters/{adapter_id}/verify"): Rule(_only(ADMIN, OPERATOR), 202),
+    # jobs
+    ("GET", "/api/v1/jobs"): Rule(_only(ADMIN, OPERATOR, AUDITOR), 200),
+    ("GET", "/api/v1/jobs/{job_id}"): Rule(_only(ADMIN, OPERATOR, AUDITOR), 200),
+    # audit
+    ("GET", "/api/v1/audit/events"): Rule(_only(ADMIN, AUDITOR), 200),
+    ("GET", "/api/v1/audit/events/{seq}"): Rule(_only(ADMIN, AUDITOR), 200),
+}
+
+ERROR_CODES = {401: "not_authenticated", 403: "permission_denied", 404: "not_found"}
+
+
+def schema_operations() -> set[tuple[str, str]]:
+    paths = api.get_openapi_schema()["paths"]
+    return {(method.upper(), path) for path, operations in paths.items() for method in operations}
+
+
+def tar_gz_of(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for file in sorted(directory.iterdir()):
+            archive.add(file, arcname=file.name)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def personas(admin: User, operator: User, auditor: User, app_owner: User) -> dict[str, User]:
+    return {ADMIN: admin, OPERATOR: operator, AUDITOR: auditor, APP_OWNER: app_owner}
+
+
+def build_world(
+    persona: str,
+    personas: dict[str, User],
+    importer: User,
+    import_root: Path,
+    tmp_path: Path,
+    capture_on_commit: Any,
+) -> World:
+    """Registry entries imported by ``importer`` (bob, a second admin) so that alice may approve
+    them; a pending and an approved model, a pending adapter, users and tokens."""
+    bob, alice = actor(importer), actor(personas[ADMIN])
+    with capture_on_commit(execute=True):
+        pending_model, job = registry.model_import(
+            actor=bob,
+            name="pending-model",
+            path=str(write_model_dir(import_root / "pending-model")),
+        )
+        approved_model, _ = registry.model_import(
+            actor=bob, name="base-model", path=str(write_model_dir(import_root / "base-model"))
+        )
+    approved_model.refresh_from_db()
+    registry.entry_approve(actor=alice, entry=approved_model)
+    with capture_on_commit(execute=True):
+        pending_adapter, _ = registry.adapter_import(
+            actor=bob,
+            name="pending-adapter",
+            base_model=approved_model,
+            path=str(write_adapter_dir(import_root / "pending-adapter")),
+        )
+    for entry in (pending_model, approved_model, pending_adapter):
+        entry.refresh_from_db()
+    assert pending_model.status == EntryStatus.PENDING
+    assert approved_model.status == EntryStatus.APPROVED
+    assert pending_adapter.status == EntryStatus.PENDING
+
+    write_model_dir(import_root / "fresh-model")
+    write_adapter_dir(import_root / "fresh-adapter")
+    archive = tar_gz_of(write_adapter_dir(tmp_path / "upload-source"))
+
+    target_user = make_user("tina", OPERATOR)
+    inactive_user = make_user("ivan", APP_OWNER)
+    inactive_user.is_active = False
+    inactive_user.save(update_fields=["is_active"])
+
+    user = personas.get(persona)
+    spare_token, _ = token_create(actor=actor(user or importer), name="spare")
+    return World(
+        persona=persona,
+        user=user,
+        pending_model=pending_model,
+        approved_model=approved_model,
+        pending_adapter=pending_adapter,
+        target_user=target_user,
+        inactive_user=inactive_user,
+        spare_token=spare_token,
+        job=job,
+        event=AuditEvent.objects.order_by("seq").first(),  # type: ignore[arg-type]
+        import_root=import_root,
+        archive=archive,
+    )
+
+
+def send(client: ApiClient, method: str, path: str, rule: Rule, world: World) -> Any:
+    """The request a script would make: JSON, or multipart for uploads."""
+    relative = path.removeprefix("/api/v1")
+    body = rule.body(world) if rule.body else None
+    if rule.multipart:
+        response: Any = client.client.post(path, data=body, headers=client.headers)
+        response.data = response.json() if response.content else None
+        return response
+    if body is None and method in {"POST", "PATCH"}:
+        body = {}
+    return client.call(method.lower(), relative, body)
+
+
+def test_matrix_covers_exactly_the_operations_in_the_schema() -> None:
+    operations = schema_operations()
+    missing = sorted(operations - MATRIX.keys())
+    stale = sorted(MATRIX.keys() - operations)
+    assert not missing, f"routes without a row in MATRIX (say who may call them): {missing}"
+    assert not stale, f"rows in MATRIX for routes that no longer exist: {stale}"
+
+
+def test_public_operations_are_exactly_those_without_security_in_the_schema() -> None:
+    paths = api.get_openapi_schema()["paths"]
+    unauthenticated = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if not operation.get("security")
+    }
+    assert unauthenticated == {key for key, rule in MATRIX.items() if rule.public}
+
+
+def matrix_cases() -> list[Any]:
+    cases = []
+    for method, template in sorted(MATRIX):
+        for persona in PERSONAS:
+            cases.append(
+                pytest.param(method, template, persona, id=f"{method} {template} {persona}")
+            )
+    return cases
+
+
+@pytest.mark.parametrize(("method", "template", "persona"), matrix_cases())
+def test_operation_answers_each_persona_as_the_matrix_says(
+    method: str,
+    template: str,
+    persona: str,
+    personas: dict[str, User],
+    admin2: User,
+    import_root: Path,
+    tmp_path: Path,
+    api_as: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    rule = MATRIX[(method, template)]
+    world = build_world(
+        persona, personas, admin2, import_root, tmp_path, django_capture_on_commit_callbacks
+    )
+    client = api_as(world.user)
+    values = world.path_values()
+    values.update({name: pick(world) for name, pick in rule.path_objects.items()})
+    path = template.format(**values)
+    seq_before = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+
+    response = send(client, method, path, rule, world)
+
+    expected = rule.expected_status(persona)
+    assert response.status_code == expected, (
+        f"{method} {template} as {persona}: expected {expected}, got {response.status_code} "
+        f"{response.data}"
+    )
+    if expected >= 400:
+        assert response.data["code"] == ERROR_CODES[expected]
+        # Refused calls change nothing: every change is audited, and the only new event may be
+        # the record of the denial itself.
+        new_actions = list(
+            AuditEvent.objects.filter(seq__gt=seq_before).values_list("action", flat=True)
+        )
+        assert new_actions == (["permission.denied"] if expected == 403 else [])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_someone_elses_token_is_revocable_only_by_an_admin(
+    role: str, personas: dict[str, User], admin2: User, api_as: Any
+) -> None:
+    token, _ = token_create(actor=actor(admin2), name="bobs")
+    response = api_as(personas[role]).post(f"/tokens/{token.pk}/revoke")
+    expected = 200 if role == ADMIN else 404
+    assert response.status_code == expected
+    token.refresh_from_db()
+    assert (token.revoked_at is not None) == (role == ADMIN)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_everyone_sees_their_own_user_record_but_only_admins_edit_it(
+    role: str, personas: dict[str, User], api_as: Any
+) -> None:
+    me = personas[role]
+    client = api_as(me)
+    assert client.get(f"/users/{me.pk}").status_code == 200
+    response = client.patch(f"/users/{me.pk}", {"full_name": "Renamed"})
+    assert response.status_code == (200 if role == ADMIN else 403)
+    me.refresh_from_db()
+    assert (me.full_name == "Renamed") == (role == ADMIN)
+
+
+def test_approval_by_the_importing_admin_is_refused_as_four_eyes(
+    personas: dict[str, User],
+    admin2: User,
+    import_root: Path,
+    tmp_path: Path,
+    api_as: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    world = build_world(
+        ADMIN, personas, admin2, import_root, tmp_path, django_capture_on_commit_callbacks
+    )
+    response = api_as(admin2).post(f"/models/{world.pending_model.pk}/approve")
+    assert response.status_code == 403
+    assert response.data["code"] == "four_eyes"
+    world.pending_model.refresh_from_db()
+    assert world.pending_model.status == EntryStatus.PENDING
+
+
+def session_client(username: str) -> Client:
+    """A browser: CSRF enforced, signed in with a session cookie."""
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(
+        "/api/v1/auth/login",
+        data=json.dumps({"username": username, "password": PASSWORD}),
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    return client
+
+
+def test_unsafe_session_request_without_csrf_token_is_refused(operator: User) -> None:
+    client = session_client(operator.username)
+    assert client.get("/api/v1/auth/me").status_code == 200  # safe methods need no token
+
+    refused = client.post(
+        "/api/v1/tokens", data=json.dumps({"name": "csrf"}), content_type="application/json"
+    )
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "permission_denied"
+    assert not ApiToken.objects.filter(name="csrf").exists()
+
+    csrf = client.get("/api/v1/auth/csrf").json()["csrf_token"]
+    accepted = client.post(
+        "/api/v1/tokens",
+        data=json.dumps({"name": "csrf"}),
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
+    assert accepted.status_code == 201
+    assert ApiToken.objects.filter(name="csrf", user=operator).exists()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer apt_notarealtoken"])
+def test_unsafe_request_without_valid_credentials_is_401_even_with_csrf_enforced(
+    authorization: str | None, operator: User
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = Client(enforce_csrf_checks=True).post(
+        "/api/v1/tokens",
+        data=json.dumps({"name": "x"}),
+        content_type="application/json",
+        headers=headers,
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
