@@ -7,7 +7,9 @@ unsafe values (see appliance.core.startup).
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from pathlib import Path
 
 import dj_database_url
@@ -31,10 +33,19 @@ PRODUCTION = APPLIANCE_ENV == "production"
 def _embedded_secret_key() -> str:
     """A per-install key kept in var/ (mode 0600), so no fixed default key ever exists."""
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text("insecure-embedded-" + secrets.token_urlsafe(48), encoding="utf-8")
-    return path.read_text(encoding="utf-8").strip()
+    try:  # O_EXCL: of two processes starting at once, one writes and both read the same key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("insecure-embedded-" + secrets.token_urlsafe(48))
+    for _ in range(50):
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            return key
+        time.sleep(0.01)  # the other process is still writing it
+    raise ImproperlyConfigured(f"{path} is empty; delete it to generate a new key.")
 
 
 SECRET_KEY = env_secret("APPLIANCE_SECRET_KEY") or ("" if PRODUCTION else _embedded_secret_key())

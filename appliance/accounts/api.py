@@ -25,6 +25,7 @@ from appliance.accounts.schemas import (
 )
 from appliance.api.base import OrderedPagination, actor_of, error_responses, get_or_404
 from appliance.core.context import current_source_ip
+from appliance.core.errors import UnsupportedMediaType
 
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])
@@ -38,10 +39,13 @@ def csrf(request: HttpRequest) -> dict[str, str]:
 
 
 @auth_router.post(
-    "/login", auth=None, response={200: UserOut, **error_responses(401, 422, 429, 503)}
+    "/login", auth=None, response={200: UserOut, **error_responses(401, 415, 422, 429, 503)}
 )
 def session_login(request: HttpRequest, payload: LoginIn) -> User:
-    """Sign in with a password; starts a new session (new id, so no fixation)."""
+    """Sign in with a password; starts a new session (new id, so no fixation). JSON only, so a
+    cross-site HTML form cannot sign a victim into another account."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the credentials as application/json.")
     user = services.session_login(
         username=payload.username, password=payload.password, source_ip=current_source_ip()
     )

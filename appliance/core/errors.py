@@ -70,6 +70,13 @@ class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(DomainError):
+    """The body is not in a content type the endpoint accepts (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Throttled(DomainError):
     """Too many attempts (429); ``retry_after`` is in seconds."""
 

@@ -135,3 +135,11 @@ def test_me_without_credentials_is_401_in_the_error_format(db: None) -> None:
     body = response.json()
     assert body["code"] == "not_authenticated"
     assert set(body) == {"code", "detail", "fields", "request_id"}
+
+
+def test_login_from_a_form_post_is_refused_with_415(admin: User) -> None:
+    body = json.dumps({"username": "alice", "password": PASSWORD})
+    response = Client().post("/api/v1/auth/login", data=body, content_type="text/plain")
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert not AuditEvent.objects.filter(action="auth.login").exists()
