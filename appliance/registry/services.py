@@ -273,6 +273,12 @@ def entry_ingest(*, job_id: str) -> None:
     source = Path(job.params["source"])
     actor = system_actor("import job")
     object_type = object_type_of(entry)
+    if entry.status != EntryStatus.IMPORTING:
+        # acks_late: a finished job may be delivered again; never undo an approval or retirement.
+        logger.warning("import job %s skipped: %s is %s", job.pk, object_type, entry.status)
+        if job.params.get("cleanup"):
+            remove_tree(Path(job.params["cleanup"]))
+        return
     try:
         names = list_files(source)
         job_start(job=job, total=sum((source / n).stat().st_size for n in names))
@@ -478,7 +484,9 @@ def entry_verify_run(*, job_id: str) -> None:
                 details={"digest": artifact.digest, "problems": problems[:50]},
             )
             for model in (BaseModel, Adapter):
-                for victim in model.objects.filter(artifact=artifact, status__in=VERIFIABLE):
+                # Entries already quarantined stay so; only a real change of status is audited.
+                usable = VERIFIABLE - {EntryStatus.QUARANTINED}
+                for victim in model.objects.filter(artifact=artifact, status__in=usable):
                     victim.status = EntryStatus.QUARANTINED
                     victim.save(update_fields=["status"])
                     audit_record(
