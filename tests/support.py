@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 LLAMA_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -95,3 +98,44 @@ def write_adapter_dir(
             tensors[f"{stem}.lora_B.weight"] = (outs[module], rank)
     write_safetensors(path / "adapter_model.safetensors", tensors)
     return path
+
+
+def blob_files() -> list[Path]:
+    """Every blob in the artifact store of the current test."""
+    root = Path(settings.APPLIANCE_ARTIFACT_ROOT) / "blobs"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def staging_entries() -> list[Path]:
+    staging = Path(settings.APPLIANCE_STAGING_DIR)
+    return sorted(staging.iterdir()) if staging.exists() else []
+
+
+def registry_state() -> dict[str, Any]:
+    """Everything a refused registry request must leave as it was. Denials are audited, and
+    api_as() audits the token it makes, so those two actions are not counted."""
+    from appliance.audit.models import AuditEvent
+    from appliance.core.models import Job
+    from appliance.registry.models import Adapter, Artifact, BaseModel
+
+    return {
+        "models": list(BaseModel.objects.values_list("pk", "status").order_by("pk")),
+        "adapters": list(Adapter.objects.values_list("pk", "status").order_by("pk")),
+        "artifacts": Artifact.objects.count(),
+        "jobs": Job.objects.count(),
+        "audit": Counter(
+            AuditEvent.objects.exclude(
+                action__in=["permission.denied", "token.create"]
+            ).values_list("action", flat=True)
+        ),
+        "blobs": blob_files(),
+        "staging": staging_entries(),
+    }
+
+
+def assert_refused(response: Any, status: int, code: str, before: dict[str, Any]) -> None:
+    """The answer has this status and error code, and the registry is exactly as it was."""
+    data = response.json() if response.content else None
+    assert response.status_code == status, data
+    assert data["code"] == code, data
+    assert registry_state() == before

@@ -12,7 +12,7 @@ from ninja.pagination import LimitOffsetPagination
 from pydantic import ConfigDict
 
 from appliance.core.actors import Actor
-from appliance.core.errors import NotAuthenticated
+from appliance.core.errors import NotAuthenticated, NotFound
 
 MAX_PAGE = 200
 
@@ -64,7 +64,5 @@ def get_or_404(queryset: QuerySet[Any], what: str, **lookup: Any) -> Any:
     """One object, or NotFound: objects a caller may not see answer exactly like missing ones."""
     found = queryset.filter(**lookup).first()
     if found is None:
-        from appliance.core.errors import NotFound
-
         raise NotFound(f"No such {what}.")
     return found

@@ -1,6 +1,8 @@
 """Registry API: base models and LoRA adapters: import, approve, verify, retire."""
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,25 +134,17 @@ def upload_adapter(
     return _imported(adapter, job)
 
 
-class _on_disk:
+@contextmanager
+def _on_disk(upload: UploadedFile) -> Iterator[Path]:
     """The upload as a file path: Django's temporary file, or a copy of an in-memory upload."""
-
-    def __init__(self, upload: UploadedFile) -> None:
-        self.upload = upload
-        self.copy: Path | None = None
-
-    def __enter__(self) -> Path:
-        if hasattr(self.upload, "temporary_file_path"):
-            return Path(self.upload.temporary_file_path())
-        with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, delete=False) as out:
-            for chunk in self.upload.chunks():
-                out.write(chunk)
-        self.copy = Path(out.name)
-        return self.copy
-
-    def __exit__(self, *exc: object) -> None:
-        if self.copy is not None:
-            self.copy.unlink(missing_ok=True)
+    if hasattr(upload, "temporary_file_path"):
+        yield Path(upload.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+        out.flush()
+        yield Path(out.name)
 
 
 def _adapter(request: HttpRequest, adapter_id: int) -> Adapter:

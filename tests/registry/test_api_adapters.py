@@ -10,7 +10,6 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,61 +22,22 @@ from appliance.accounts.services import token_create
 from appliance.audit.models import AuditEvent
 from appliance.core.models import Job
 from appliance.registry import services
-from appliance.registry.models import Adapter, Artifact, BaseModel
+from appliance.registry.models import Adapter, BaseModel
 from appliance.registry.store import ArtifactStore
 from tests.conftest import actor
-from tests.support import write_adapter_dir, write_model_dir
+from tests.support import (
+    assert_refused,
+    blob_files,
+    registry_state,
+    staging_entries,
+    write_adapter_dir,
+    write_model_dir,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def blob_files() -> list[Path]:
-    root = Path(settings.APPLIANCE_ARTIFACT_ROOT) / "blobs"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def staging_entries() -> list[Path]:
-    staging = Path(settings.APPLIANCE_STAGING_DIR)
-    return sorted(staging.iterdir()) if staging.exists() else []
-
-
-def state() -> dict[str, Any]:
-    """Everything a refused request must leave as it was. Denials are audited, and api_as()
-    audits the token it makes, so those two actions are not counted."""
-    return {
-        "models": list(BaseModel.objects.values_list("pk", "status").order_by("pk")),
-        "adapters": list(Adapter.objects.values_list("pk", "status").order_by("pk")),
-        "artifacts": Artifact.objects.count(),
-        "jobs": Job.objects.count(),
-        "audit": Counter(
-            AuditEvent.objects.exclude(
-                action__in=["permission.denied", "token.create"]
-            ).values_list("action", flat=True)
-        ),
-        "blobs": blob_files(),
-        "staging": staging_entries(),
-    }
-
-
-def assert_refused(response: Any, status: int, code: str, before: dict[str, Any]) -> None:
-    data = response.json() if response.content else None
-    assert response.status_code == status, data
-    assert data["code"] == code, data
-    assert state() == before
-
-
-@pytest.fixture
-def run_jobs(django_capture_on_commit_callbacks: Any) -> Any:
-    """Call something and then run the jobs it queued (on_commit callbacks), as a commit would."""
-
-    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with django_capture_on_commit_callbacks(execute=True):
-            return fn(*args, **kwargs)
-
-    return call
 
 
 @pytest.fixture
@@ -167,7 +127,7 @@ def test_adapter_with_wrong_shapes_is_refused(
 ) -> None:
     directory = write_adapter_dir(import_root / "bad", b_rows={"v_proj": 128})
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "bad", base.pk, directory)
     assert_refused(response, 422, "shape_mismatch", before)
 
@@ -178,7 +138,7 @@ def test_adapter_whose_rank_disagrees_with_its_tensors_is_refused(
     directory = write_adapter_dir(import_root / "rank", rank=4)
     rewrite_config(directory, r=16)
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "rank", base.pk, directory)
     assert_refused(response, 422, "shape_mismatch", before)
 
@@ -189,7 +149,7 @@ def test_adapter_for_a_base_with_other_dimensions_is_refused(
     other = {**base.config, "hidden_size": 256, "head_dim": 64}
     directory = write_adapter_dir(import_root / "other", config=other)
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "other", base.pk, directory)
     assert_refused(response, 422, "shape_mismatch", before)
 
@@ -199,7 +159,7 @@ def test_adapter_with_a_module_the_base_does_not_have_is_refused(
 ) -> None:
     rewrite_config(adapter_dir, target_modules=["q_proj", "lm_head"])
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "odd", base.pk, adapter_dir)
     assert_refused(response, 422, "base_mismatch", before)
 
@@ -210,7 +170,7 @@ def test_adapter_that_is_not_lora_is_refused(
 ) -> None:
     rewrite_config(adapter_dir, peft_type=peft_type)
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "ia3", base.pk, adapter_dir)
     assert_refused(response, 422, "not_lora", before)
 
@@ -220,7 +180,7 @@ def test_adapter_with_only_pickle_weights_is_refused(
 ) -> None:
     (adapter_dir / "adapter_model.safetensors").rename(adapter_dir / "adapter_model.bin")
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "pickled", base.pk, adapter_dir)
     assert_refused(response, 422, "no_safetensors", before)
 
@@ -230,7 +190,7 @@ def test_adapter_dir_with_a_symlink_is_refused(
 ) -> None:
     (adapter_dir / "README.md").symlink_to(adapter_dir / "adapter_config.json")
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "linked", base.pk, adapter_dir)
     assert_refused(response, 422, "unsafe_path", before)
 
@@ -240,7 +200,7 @@ def test_adapter_path_outside_the_import_roots_is_refused(
 ) -> None:
     outside = write_adapter_dir(tmp_path / "elsewhere")
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "outside", base.pk, outside)
     assert_refused(response, 422, "path_not_allowed", before)
 
@@ -256,7 +216,7 @@ def test_adapter_for_a_base_that_is_not_usable_is_refused(
 ) -> None:
     BaseModel.objects.filter(pk=base.pk).update(status=status)
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "late", base.pk, adapter_dir)
     assert_refused(response, 409, "base_not_usable", before)
 
@@ -265,7 +225,7 @@ def test_adapter_for_an_unknown_base_is_404(
     api_as: Any, operator: User, adapter_dir: Path, run_jobs: Any
 ) -> None:
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "orphan", 4242, adapter_dir)
     assert_refused(response, 404, "not_found", before)
 
@@ -275,7 +235,7 @@ def test_duplicate_adapter_name_is_refused(
 ) -> None:
     directory = write_adapter_dir(import_root / "second", rank=4)
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "triage-lora", imported.base_model_id, directory)
     assert_refused(response, 409, "duplicate_name", before)
 
@@ -284,7 +244,7 @@ def test_unknown_field_in_the_adapter_body_is_refused(
     api_as: Any, operator: User, base: BaseModel, adapter_dir: Path, run_jobs: Any
 ) -> None:
     client = api_as(operator)
-    before = state()
+    before = registry_state()
     body = {"name": "x", "base_model_id": base.pk, "path": str(adapter_dir), "rank": 64}
     response = run_jobs(client.post, "/adapters", body)
     assert_refused(response, 422, "validation_error", before)
@@ -300,7 +260,7 @@ def test_read_only_roles_may_not_import_adapters(
     role: str,
 ) -> None:
     client = api_as(request.getfixturevalue(role))
-    before = state()
+    before = registry_state()
     response = post_adapter(client, run_jobs, "sneaky", base.pk, adapter_dir)
     assert_refused(response, 403, "permission_denied", before)
     assert AuditEvent.objects.filter(action="permission.denied").count() == 1
@@ -309,7 +269,7 @@ def test_read_only_roles_may_not_import_adapters(
 def test_anonymous_adapter_import_is_refused_with_401(
     api_as: Any, base: BaseModel, adapter_dir: Path, run_jobs: Any
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_adapter(api_as(None), run_jobs, "anon", base.pk, adapter_dir)
     assert_refused(response, 401, "not_authenticated", before)
 
@@ -321,7 +281,7 @@ def test_adapter_approval_requires_the_base_model_approved_first(
     api_as: Any, admin: User, imported: Adapter
 ) -> None:
     client = api_as(admin)  # alice imported the base, olga the adapter
-    before = state()
+    before = registry_state()
     response = client.post(f"/adapters/{imported.pk}/approve")
     assert_refused(response, 409, "base_not_approved", before)
 
@@ -348,7 +308,7 @@ def test_adapter_importer_may_not_approve_it(
     assert api_as(admin2).post(f"/models/{base.pk}/approve").status_code == 200
     adapter_id = post_adapter(api_as(admin), run_jobs, "mine", base.pk, adapter_dir).data["id"]
     client = api_as(admin)
-    before = state()
+    before = registry_state()
     response = client.post(f"/adapters/{adapter_id}/approve")
     assert_refused(response, 403, "four_eyes", before)
     assert api_as(admin2).post(f"/adapters/{adapter_id}/approve").status_code == 200
@@ -360,7 +320,7 @@ def test_only_admins_may_approve_adapters(
 ) -> None:
     api_as(admin2).post(f"/models/{imported.base_model_id}/approve")
     client = api_as(request.getfixturevalue(role))
-    before = state()
+    before = registry_state()
     response = client.post(f"/adapters/{imported.pk}/approve")
     assert_refused(response, 403, "permission_denied", before)
 
@@ -371,7 +331,7 @@ def test_approving_an_adapter_twice_is_refused(
     api_as(admin2).post(f"/models/{imported.base_model_id}/approve")
     assert api_as(admin).post(f"/adapters/{imported.pk}/approve").status_code == 200
     client = api_as(admin2)
-    before = state()
+    before = registry_state()
     response = client.post(f"/adapters/{imported.pk}/approve")
     assert_refused(response, 409, "not_pending", before)
 
@@ -464,7 +424,7 @@ def test_uploaded_archive_with_a_parent_traversal_member_is_refused(
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(source_dir, arcname="triage-lora")
         add_tar_member(tf, "../evil", b"escaped")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="evil", base_model_id=base.pk)
     assert_refused(response, 422, "unsafe_archive", before)
     assert staging_entries() == []
@@ -477,7 +437,7 @@ def test_uploaded_zip_with_a_parent_traversal_member_is_refused(
     archive = make_zip(source_dir, tmp_path / "evil.zip")
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr("triage-lora/../../evil", b"escaped")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="evil", base_model_id=base.pk)
     assert_refused(response, 422, "unsafe_archive", before)
     assert staging_entries() == []
@@ -493,7 +453,7 @@ def test_uploaded_tar_with_a_symlink_member_is_refused(
         link.type = tarfile.SYMTYPE
         link.linkname = "/etc/passwd"
         tf.addfile(link)
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="link", base_model_id=base.pk)
     assert_refused(response, 422, "unsafe_archive", before)
     assert staging_entries() == []
@@ -508,7 +468,7 @@ def test_uploaded_zip_with_a_symlink_member_is_refused(
         info.create_system = 3
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="link", base_model_id=base.pk)
     assert_refused(response, 422, "unsafe_archive", before)
     assert staging_entries() == []
@@ -519,7 +479,7 @@ def test_valid_archive_of_an_adapter_with_wrong_shapes_is_refused_and_staging_em
 ) -> None:
     source = write_adapter_dir(tmp_path / "workstation" / "bad", b_rows={"q_proj": 64})
     archive = make_tar_gz(source, tmp_path / "bad.tar.gz", top="bad")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="bad", base_model_id=base.pk)
     assert_refused(response, 422, "shape_mismatch", before)
     assert staging_entries() == []
@@ -529,7 +489,7 @@ def test_upload_with_a_duplicate_name_is_refused_and_staging_emptied(
     operator: User, imported: Adapter, source_dir: Path, tmp_path: Path, upload_as: Any
 ) -> None:
     archive = make_zip(source_dir, tmp_path / "dup.zip")
-    before = state()
+    before = registry_state()
     response = upload_as(
         operator, archive, name="triage-lora", base_model_id=imported.base_model_id
     )
@@ -542,7 +502,7 @@ def test_upload_for_a_retired_base_is_refused(
 ) -> None:
     BaseModel.objects.filter(pk=base.pk).update(status="retired")
     archive = make_tar_gz(source_dir, tmp_path / "a.tar.gz")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="late", base_model_id=base.pk)
     assert_refused(response, 409, "base_not_usable", before)
     assert staging_entries() == []
@@ -552,7 +512,7 @@ def test_upload_for_an_unknown_base_is_404(
     operator: User, source_dir: Path, tmp_path: Path, upload_as: Any
 ) -> None:
     archive = make_tar_gz(source_dir, tmp_path / "a.tar.gz")
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="orphan", base_model_id=4242)
     assert_refused(response, 404, "not_found", before)
 
@@ -562,7 +522,7 @@ def test_file_that_is_not_an_archive_is_refused(
 ) -> None:
     archive = tmp_path / "adapter.tar.gz"
     archive.write_bytes(b"this is a text file, not an archive " * 10)
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="text", base_model_id=base.pk)
     assert_refused(response, 422, "unsupported_archive", before)
     assert staging_entries() == []
@@ -580,7 +540,7 @@ def test_upload_over_the_size_limit_is_refused_with_413(
     (source_dir / "README.md").write_bytes(os.urandom(4096))  # incompressible
     archive = make_tar_gz(source_dir, tmp_path / "big.tar.gz")
     assert archive.stat().st_size > 2048
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="big", base_model_id=base.pk)
     assert_refused(response, 413, "archive_too_large", before)
     assert staging_entries() == []
@@ -598,7 +558,7 @@ def test_small_upload_that_unpacks_over_the_limit_is_refused_with_413(
     (source_dir / "padding.bin").write_bytes(b"\0" * 200_000)  # compresses to almost nothing
     archive = make_tar_gz(source_dir, tmp_path / "bomb.tar.gz")
     assert archive.stat().st_size <= 2048
-    before = state()
+    before = registry_state()
     response = upload_as(operator, archive, name="bomb", base_model_id=base.pk)
     assert_refused(response, 413, "archive_too_large", before)
     assert staging_entries() == []
@@ -614,7 +574,7 @@ def test_read_only_roles_may_not_upload_adapters(
     role: str,
 ) -> None:
     archive = make_tar_gz(source_dir, tmp_path / "a.tar.gz")
-    before = state()
+    before = registry_state()
     response = upload_as(
         request.getfixturevalue(role), archive, name="sneaky", base_model_id=base.pk
     )
@@ -626,7 +586,7 @@ def test_anonymous_upload_is_refused_with_401(
     base: BaseModel, source_dir: Path, tmp_path: Path
 ) -> None:
     archive = make_tar_gz(source_dir, tmp_path / "a.tar.gz")
-    before = state()
+    before = registry_state()
     with archive.open("rb") as fh:
         response = Client().post(
             "/api/v1/adapters/upload", {"name": "anon", "base_model_id": base.pk, "archive": fh}
@@ -636,7 +596,7 @@ def test_anonymous_upload_is_refused_with_401(
 
 def test_upload_without_an_archive_is_refused(operator: User, base: BaseModel) -> None:
     _, secret = token_create(actor=actor(operator), name="upload")
-    before = state()
+    before = registry_state()
     response = Client().post(
         "/api/v1/adapters/upload",
         {"name": "nothing", "base_model_id": base.pk},
@@ -699,7 +659,7 @@ def test_operator_retires_an_adapter_and_cannot_retire_it_twice(
     assert response.status_code == 200, response.data
     assert response.data["status"] == "retired"
     assert AuditEvent.objects.get(action="adapter.retire").details["previous_status"] == "pending"
-    before = state()
+    before = registry_state()
     response = client.post(f"/adapters/{imported.pk}/retire")
     assert_refused(response, 409, "not_retirable", before)
 

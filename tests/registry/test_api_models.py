@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,12 @@ from appliance.audit.models import AuditEvent
 from appliance.core.models import Job
 from appliance.registry.models import Adapter, Artifact, BaseModel
 from appliance.registry.store import ArtifactStore, manifest_digest
-from tests.support import write_model_dir
+from tests.support import (
+    assert_refused,
+    blob_files,
+    registry_state,
+    write_model_dir,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -27,53 +31,8 @@ ROLES = ["admin", "admin2", "operator", "auditor", "app_owner"]
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def blob_files() -> list[Path]:
-    root = Path(settings.APPLIANCE_ARTIFACT_ROOT) / "blobs"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def staging_entries() -> list[Path]:
-    staging = Path(settings.APPLIANCE_STAGING_DIR)
-    return sorted(staging.iterdir()) if staging.exists() else []
-
-
-def state() -> dict[str, Any]:
-    """Everything a refused request must leave as it was. Denials are audited, and api_as()
-    audits the token it makes, so those two actions are not counted."""
-    return {
-        "models": list(BaseModel.objects.values_list("pk", "status").order_by("pk")),
-        "adapters": list(Adapter.objects.values_list("pk", "status").order_by("pk")),
-        "artifacts": Artifact.objects.count(),
-        "jobs": Job.objects.count(),
-        "audit": Counter(
-            AuditEvent.objects.exclude(
-                action__in=["permission.denied", "token.create"]
-            ).values_list("action", flat=True)
-        ),
-        "blobs": blob_files(),
-        "staging": staging_entries(),
-    }
-
-
-def assert_refused(response: Any, status: int, code: str, before: dict[str, Any]) -> None:
-    assert response.status_code == status, response.data
-    assert response.data["code"] == code, response.data
-    assert state() == before
-
-
 def denials() -> int:
     return AuditEvent.objects.filter(action="permission.denied").count()
-
-
-@pytest.fixture
-def run_jobs(django_capture_on_commit_callbacks: Any) -> Any:
-    """Call something and then run the jobs it queued (on_commit callbacks), as a commit would."""
-
-    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with django_capture_on_commit_callbacks(execute=True):
-            return fn(*args, **kwargs)
-
-    return call
 
 
 @pytest.fixture
@@ -196,7 +155,7 @@ def test_reimporting_the_same_files_under_another_name_reuses_the_artifact_and_b
 def test_duplicate_model_name_is_refused_with_409(
     api_as: Any, admin: User, imported: BaseModel, model_dir: Path, run_jobs: Any
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "tiny-llama", model_dir)
     assert_refused(response, 409, "duplicate_name", before)
 
@@ -205,7 +164,7 @@ def test_path_outside_the_import_roots_is_refused(
     api_as: Any, admin: User, tmp_path: Path, run_jobs: Any
 ) -> None:
     outside = write_model_dir(tmp_path / "elsewhere" / "model")
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "outside", outside)
     assert_refused(response, 422, "path_not_allowed", before)
     assert "path" in response.data["fields"]
@@ -215,7 +174,7 @@ def test_dotdot_path_escaping_the_import_root_is_refused(
     api_as: Any, admin: User, tmp_path: Path, import_root: Path, run_jobs: Any
 ) -> None:
     write_model_dir(tmp_path / "elsewhere")
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "escape", f"{import_root}/../elsewhere")
     assert_refused(response, 422, "path_not_allowed", before)
 
@@ -225,7 +184,7 @@ def test_symlink_inside_the_import_root_pointing_outside_is_refused(
 ) -> None:
     outside = write_model_dir(tmp_path / "elsewhere")
     (import_root / "innocent").symlink_to(outside, target_is_directory=True)
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "linked", import_root / "innocent")
     assert_refused(response, 422, "path_not_allowed", before)
 
@@ -236,13 +195,13 @@ def test_model_dir_with_a_file_linking_outside_is_refused(
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the registry")
     (model_dir / "notes.txt").symlink_to(secret)
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "leaky", model_dir)
     assert_refused(response, 422, "unsafe_path", before)
 
 
 def test_relative_path_is_refused(api_as: Any, admin: User, model_dir: Path, run_jobs: Any) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "relative", "import/tiny-llama")
     assert_refused(response, 422, "validation_error", before)
     assert "path" in response.data["fields"]
@@ -251,7 +210,7 @@ def test_relative_path_is_refused(api_as: Any, admin: User, model_dir: Path, run
 def test_path_that_is_not_a_directory_is_refused(
     api_as: Any, admin: User, model_dir: Path, run_jobs: Any
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "file", model_dir / "config.json")
     assert_refused(response, 422, "not_a_directory", before)
 
@@ -278,7 +237,7 @@ def test_incomplete_model_dir_is_refused_with_the_inspection_code(
         (model_dir / name).unlink()
     for name in add:
         (model_dir / name).write_bytes(b"\x80\x02not really a pickle")
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "incomplete", model_dir)
     assert_refused(response, 422, code, before)
 
@@ -288,7 +247,7 @@ def test_truncated_safetensors_is_refused(
 ) -> None:
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "truncated", model_dir)
     assert_refused(response, 422, "bad_safetensors", before)
 
@@ -299,7 +258,7 @@ def test_truncated_safetensors_is_refused(
 def test_unknown_field_in_the_import_body_is_refused(
     api_as: Any, admin: User, model_dir: Path, run_jobs: Any, extra: dict[str, Any]
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "mass-assign", model_dir, **extra)
     assert_refused(response, 422, "validation_error", before)
     assert set(extra) <= set(response.data["fields"])
@@ -309,7 +268,7 @@ def test_unknown_field_in_the_import_body_is_refused(
 def test_model_name_that_is_not_a_served_model_name_is_refused(
     api_as: Any, admin: User, model_dir: Path, run_jobs: Any, name: str
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, name, model_dir)
     assert_refused(response, 422, "validation_error", before)
     assert "name" in response.data["fields"]
@@ -318,7 +277,7 @@ def test_model_name_that_is_not_a_served_model_name_is_refused(
 def test_unknown_storage_mode_is_refused(
     api_as: Any, admin: User, model_dir: Path, run_jobs: Any
 ) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(admin), run_jobs, "m", model_dir, storage="symlink")
     assert_refused(response, 422, "validation_error", before)
 
@@ -343,7 +302,7 @@ def test_auditor_and_app_owner_may_not_import_models(
 ) -> None:
     user = request.getfixturevalue(role)
     client = api_as(user)
-    before = state()
+    before = registry_state()
     response = post_import(client, run_jobs, "sneaky", model_dir)
     assert_refused(response, 403, "permission_denied", before)
     denial = AuditEvent.objects.get(action="permission.denied")
@@ -353,7 +312,7 @@ def test_auditor_and_app_owner_may_not_import_models(
 
 
 def test_anonymous_import_is_refused_with_401(api_as: Any, model_dir: Path, run_jobs: Any) -> None:
-    before = state()
+    before = registry_state()
     response = post_import(api_as(None), run_jobs, "anon", model_dir)
     assert_refused(response, 401, "not_authenticated", before)
 
@@ -397,7 +356,7 @@ def test_unknown_model_id_is_404(api_as: Any, operator: User) -> None:
 def test_importer_may_not_approve_their_own_model_even_as_admin(
     api_as: Any, admin: User, imported: BaseModel
 ) -> None:
-    before = state()
+    before = registry_state()
     response = api_as(admin).post(f"/models/{imported.pk}/approve")
     assert_refused(response, 403, "four_eyes", before)
     imported.refresh_from_db()
@@ -427,7 +386,7 @@ def test_approving_a_model_that_is_not_pending_is_refused(
     api_as: Any, admin2: User, imported: BaseModel
 ) -> None:
     assert api_as(admin2).post(f"/models/{imported.pk}/approve").status_code == 200
-    before = state()
+    before = registry_state()
     response = api_as(admin2).post(f"/models/{imported.pk}/approve")
     assert_refused(response, 409, "not_pending", before)
 
@@ -436,7 +395,7 @@ def test_approving_a_model_that_is_not_pending_is_refused(
 def test_only_admins_may_approve_models(
     request: pytest.FixtureRequest, api_as: Any, imported: BaseModel, role: str
 ) -> None:
-    before = state()
+    before = registry_state()
     response = api_as(request.getfixturevalue(role)).post(f"/models/{imported.pk}/approve")
     assert_refused(response, 403, "permission_denied", before)
     assert denials() == 1
@@ -447,13 +406,13 @@ def test_model_still_importing_cannot_be_approved(
 ) -> None:
     # No on_commit here: the import job never ran, so the model is still importing.
     response = api_as(admin).post("/models", {"name": "slow", "path": str(model_dir)})
-    before = state()
+    before = registry_state()
     response = api_as(admin2).post(f"/models/{response.data['id']}/approve")
     assert_refused(response, 409, "not_pending", before)
 
 
 def test_approving_an_unknown_model_is_404(api_as: Any, admin2: User) -> None:
-    before = state()
+    before = registry_state()
     response = api_as(admin2).post("/models/4242/approve")
     assert_refused(response, 404, "not_found", before)
 
@@ -584,7 +543,7 @@ def test_quarantined_model_cannot_be_approved(
     run_jobs(api_as(operator).post, f"/models/{imported.pk}/verify")
     imported.refresh_from_db()
     assert imported.status == "quarantined"
-    before = state()
+    before = registry_state()
     response = api_as(admin2).post(f"/models/{imported.pk}/approve")
     assert_refused(response, 409, "not_pending", before)
 
@@ -603,7 +562,7 @@ def test_approved_model_is_quarantined_when_its_files_change(
 def test_read_only_roles_may_not_verify(
     request: pytest.FixtureRequest, api_as: Any, imported: BaseModel, run_jobs: Any, role: str
 ) -> None:
-    before = state()
+    before = registry_state()
     response = run_jobs(api_as(request.getfixturevalue(role)).post, f"/models/{imported.pk}/verify")
     assert_refused(response, 403, "permission_denied", before)
 
@@ -612,7 +571,7 @@ def test_retired_model_cannot_be_verified(
     api_as: Any, operator: User, imported: BaseModel, run_jobs: Any
 ) -> None:
     assert api_as(operator).post(f"/models/{imported.pk}/retire").status_code == 200
-    before = state()
+    before = registry_state()
     response = run_jobs(api_as(operator).post, f"/models/{imported.pk}/verify")
     assert_refused(response, 409, "not_verifiable", before)
 
@@ -644,7 +603,7 @@ def test_retiring_a_model_twice_is_refused(
     api_as: Any, operator: User, imported: BaseModel
 ) -> None:
     assert api_as(operator).post(f"/models/{imported.pk}/retire").status_code == 200
-    before = state()
+    before = registry_state()
     response = api_as(operator).post(f"/models/{imported.pk}/retire")
     assert_refused(response, 409, "not_retirable", before)
 
@@ -653,7 +612,7 @@ def test_retired_model_cannot_be_approved(
     api_as: Any, operator: User, admin2: User, imported: BaseModel
 ) -> None:
     api_as(operator).post(f"/models/{imported.pk}/retire")
-    before = state()
+    before = registry_state()
     response = api_as(admin2).post(f"/models/{imported.pk}/approve")
     assert_refused(response, 409, "not_pending", before)
 
@@ -662,7 +621,7 @@ def test_retired_model_cannot_be_approved(
 def test_read_only_roles_may_not_retire(
     request: pytest.FixtureRequest, api_as: Any, imported: BaseModel, role: str
 ) -> None:
-    before = state()
+    before = registry_state()
     response = api_as(request.getfixturevalue(role)).post(f"/models/{imported.pk}/retire")
     assert_refused(response, 403, "permission_denied", before)
 

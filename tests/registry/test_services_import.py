@@ -26,17 +26,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def run_jobs(django_capture_on_commit_callbacks: Any) -> Any:
-    """Call something and then run the jobs it queued (on_commit callbacks), as a commit would."""
-
-    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with django_capture_on_commit_callbacks(execute=True):
-            return fn(*args, **kwargs)
-
-    return call
-
-
-@pytest.fixture
 def held_jobs(django_capture_on_commit_callbacks: Any) -> Any:
     """Call something but hold back the jobs it queued; returns (result, run_the_jobs)."""
 
