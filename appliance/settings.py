@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "appliance.accounts",
     "appliance.audit",
     "appliance.registry",
+    "appliance.fleet",
 ]
 
 MIDDLEWARE = [
@@ -209,6 +210,24 @@ APPLIANCE_STAGING_DIR = VAR_DIR / "staging"
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True, mode=0o700)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # JSON bodies; uploads stream to FILE_UPLOAD_TEMP_DIR
+
+# Fleet: how often agents heartbeat, when a silent node counts as offline, how long GPU history
+# is kept at each resolution, and how long an enrollment token lives.
+APPLIANCE_HEARTBEAT_SECONDS = env_int("APPLIANCE_HEARTBEAT_SECONDS", 10, minimum=1)
+APPLIANCE_NODE_OFFLINE_AFTER_MISSED = env_int("APPLIANCE_NODE_OFFLINE_AFTER_MISSED", 3, minimum=1)
+APPLIANCE_GPU_RAW_RETENTION_HOURS = env_int("APPLIANCE_GPU_RAW_RETENTION_HOURS", 24, minimum=1)
+APPLIANCE_GPU_MINUTE_RETENTION_DAYS = env_int("APPLIANCE_GPU_MINUTE_RETENTION_DAYS", 14, minimum=1)
+APPLIANCE_GPU_HOUR_RETENTION_DAYS = env_int("APPLIANCE_GPU_HOUR_RETENTION_DAYS", 400, minimum=1)
+APPLIANCE_ENROLLMENT_TOKEN_HOURS = env_int("APPLIANCE_ENROLLMENT_TOKEN_HOURS", 24, minimum=1)
+
+# Periodic jobs (celery beat in production; `make run` runs them in process).
+CELERY_BEAT_SCHEDULE = {
+    "fleet-mark-offline-nodes": {
+        "task": "fleet.mark_offline_nodes",
+        "schedule": float(APPLIANCE_HEARTBEAT_SECONDS),
+    },
+    "fleet-rollup-gpu-samples": {"task": "fleet.rollup_gpu_samples", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,10 +1,11 @@
-"""URL map: the management API now; the gateway (/v1), agent API and console join here later."""
+"""URL map: the management API, the agent API; the gateway (/v1) and console join here later."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
 
+from appliance.api.agent_v1 import api as agent_api
 from appliance.api.errors import error_body
 from appliance.api.v1 import api
 
@@ -22,5 +23,6 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("healthz", healthz),
     path("api/v1/", api.urls),
+    path("api/agent/v1/", agent_api.urls),
     re_path(r"^api/", api_not_found),
 ]

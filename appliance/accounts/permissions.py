@@ -18,6 +18,8 @@ class Capability(StrEnum):
     REGISTRY_APPROVE = "approve models and adapters"
     JOBS_VIEW = "view background jobs"
     AUDIT_VIEW = "read the audit log"
+    FLEET_VIEW = "view nodes, GPUs and deployments"
+    FLEET_MANAGE = "enroll or revoke nodes and change deployments"
 
 
 _ALL = frozenset(Role.values)
@@ -29,6 +31,8 @@ POLICY: dict[Capability, frozenset[str]] = {
     Capability.REGISTRY_APPROVE: frozenset({Role.ADMIN}),
     Capability.JOBS_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
     Capability.AUDIT_VIEW: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Capability.FLEET_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
+    Capability.FLEET_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
 }
 
 

@@ -12,13 +12,14 @@ from appliance.api import errors
 from appliance.api.auth import AUTH
 from appliance.audit.api import router as audit_router
 from appliance.core.api import router as jobs_router
+from appliance.fleet.api import deployments_router, enrollment_router, nodes_router
 from appliance.registry.api import adapters_router, models_router
 
 api = NinjaAPI(
     title="Appliance management API",
     version="1",
     description=(
-        "Manage users, models, adapters and the audit log. Authenticate with a session cookie "
+        "Manage users, models, adapters, nodes, deployments and the audit log. Authenticate with a session cookie "
         "(send the CSRF token on unsafe methods) or `Authorization: Bearer <API token>`. Every error "
         "has the body `{code, detail, fields, request_id}`."
     ),
@@ -33,4 +34,7 @@ api.add_router("/tokens", tokens_router)
 api.add_router("/models", models_router)
 api.add_router("/adapters", adapters_router)
 api.add_router("/jobs", jobs_router)
+api.add_router("/enrollment-tokens", enrollment_router)
+api.add_router("/nodes", nodes_router)
+api.add_router("/deployments", deployments_router)
 api.add_router("/audit", audit_router)

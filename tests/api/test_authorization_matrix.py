@@ -26,10 +26,15 @@ from appliance.accounts.services import token_create
 from appliance.api.v1 import api
 from appliance.audit.models import AuditEvent
 from appliance.core.models import Job
+from appliance.fleet import services as fleet
+from appliance.fleet.deployments import deployment_create
+from appliance.fleet.heartbeats import node_heartbeat
+from appliance.fleet.models import Deployment, EnrollmentToken, Gpu, Node
 from appliance.registry import services as registry
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 from tests.conftest import PASSWORD, ApiClient, actor, make_user
+from tests.fleet.conftest import gpu_reading
 from tests.support import write_adapter_dir, write_model_dir
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +63,10 @@ class World:
     event: AuditEvent
     import_root: Path
     archive: bytes  # a .tar.gz of a LoRA adapter for approved_model
+    node: Node  # enrolled, online, two 80 GiB GPUs, one of them taken by ``deployment``
+    gpu: Gpu  # a GPU of ``node`` with one raw sample
+    enrollment_token: EnrollmentToken  # unused, usable
+    deployment: Deployment  # active, one engine on ``node``, serving ``approved_model``
 
     def path_values(self) -> dict[str, Any]:
         return {
@@ -67,6 +76,9 @@ class World:
             "token_id": self.spare_token.pk,
             "job_id": self.job.pk,
             "seq": self.event.seq,
+            "node_id": self.node.pk,
+            "gpu_id": self.gpu.pk,
+            "deployment_id": self.deployment.pk,
         }
 
 
@@ -118,6 +130,14 @@ def _only(*roles: str) -> frozenset[str]:
 
 
 OTHER_PEOPLE_HIDDEN = _only(OPERATOR, APP_OWNER)  # they may see only their own user record
+FLEET_VIEW = _only(ADMIN, OPERATOR, AUDITOR)
+FLEET_MANAGE = _only(ADMIN, OPERATOR)
+
+
+def _deployment_body(world: World) -> dict[str, Any]:
+    # The node's second GPU is free, so an allowed role's request is placed (201).
+    return {"name": "matrix-deployment", "model_id": world.approved_model.pk}
+
 
 MATRIX: dict[tuple[str, str], Rule] = {
     # auth
@@ -192,6 +212,27 @@ MATRIX: dict[tuple[str, str], Rule] = {
     # jobs
     ("GET", "/api/v1/jobs"): Rule(_only(ADMIN, OPERATOR, AUDITOR), 200),
     ("GET", "/api/v1/jobs/{job_id}"): Rule(_only(ADMIN, OPERATOR, AUDITOR), 200),
+    # enrollment tokens (they let a machine join the fleet: managers only)
+    ("GET", "/api/v1/enrollment-tokens"): Rule(FLEET_MANAGE, 200),
+    ("POST", "/api/v1/enrollment-tokens"): Rule(
+        FLEET_MANAGE, 201, body=lambda w: {"name": "gpu-box-2", "expires_in_hours": 2}
+    ),
+    ("POST", "/api/v1/enrollment-tokens/{token_id}/revoke"): Rule(
+        FLEET_MANAGE, 200, path_objects={"token_id": lambda w: w.enrollment_token.pk}
+    ),
+    # nodes
+    ("GET", "/api/v1/nodes"): Rule(FLEET_VIEW, 200),
+    ("GET", "/api/v1/nodes/{node_id}"): Rule(FLEET_VIEW, 200),
+    ("POST", "/api/v1/nodes/{node_id}/revoke"): Rule(FLEET_MANAGE, 200),
+    ("GET", "/api/v1/nodes/{node_id}/gpus/{gpu_id}/samples"): Rule(FLEET_VIEW, 200),
+    # deployments
+    ("GET", "/api/v1/deployments"): Rule(FLEET_VIEW, 200),
+    ("POST", "/api/v1/deployments"): Rule(FLEET_MANAGE, 201, body=_deployment_body),
+    ("GET", "/api/v1/deployments/{deployment_id}"): Rule(FLEET_VIEW, 200),
+    ("PATCH", "/api/v1/deployments/{deployment_id}"): Rule(
+        FLEET_MANAGE, 200, body=lambda w: {"adapter_ids": []}
+    ),
+    ("DELETE", "/api/v1/deployments/{deployment_id}"): Rule(FLEET_MANAGE, 200),
     # audit
     ("GET", "/api/v1/audit/events"): Rule(_only(ADMIN, AUDITOR), 200),
     ("GET", "/api/v1/audit/events/{seq}"): Rule(_only(ADMIN, AUDITOR), 200),
@@ -227,7 +268,8 @@ def build_world(
     capture_on_commit: Any,
 ) -> World:
     """Registry entries imported by ``importer`` (bob, a second admin) so that alice may approve
-    them; a pending and an approved model, a pending adapter, users and tokens."""
+    them; a pending and an approved model, a pending adapter, users and tokens; an enrolled node
+    with GPUs, an unused enrollment token and a deployment on the approved model."""
     bob, alice = actor(importer), actor(personas[ADMIN])
     with capture_on_commit(execute=True):
         pending_model, job = registry.model_import(
@@ -264,6 +306,14 @@ def build_world(
 
     user = personas.get(persona)
     spare_token, _ = token_create(actor=actor(user or importer), name="spare")
+
+    _, enrolling = fleet.enrollment_token_create(actor=bob, name="gpu-box")
+    node, _ = fleet.node_enroll(token=enrolling, name="gpu-box", hostname="gpu-box.local")
+    node_heartbeat(node=node, report={"gpus": [gpu_reading(0), gpu_reading(1)]})
+    enrollment_token, _ = fleet.enrollment_token_create(actor=bob, name="spare-box")
+    deployment = deployment_create(
+        actor=bob, name="served", model=approved_model, node=node, gpu_indices=[0]
+    )
     return World(
         persona=persona,
         user=user,
@@ -277,6 +327,10 @@ def build_world(
         event=AuditEvent.objects.order_by("seq").first(),  # type: ignore[arg-type]
         import_root=import_root,
         archive=archive,
+        node=node,
+        gpu=node.gpus.get(index=0),
+        enrollment_token=enrollment_token,
+        deployment=deployment,
     )
 
 

@@ -1,0 +1,188 @@
+"""The embedded appliance in one process tree (``make run``): the control plane (uvicorn), a local
+node agent that runs the demo model on the CPU build of vLLM, and the periodic jobs that
+celery beat runs in production."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from appliance.core.actors import system_actor
+from appliance.fleet import deployments, services
+from appliance.fleet.choices import Device, NodeStatus
+from appliance.fleet.models import Deployment, Node
+from appliance.fleet.telemetry import gpu_samples_rollup
+from appliance.registry.choices import EntryStatus
+from appliance.registry.models import Adapter, BaseModel
+
+LOCAL_NODE = "local"
+DEMO_DEPLOYMENT = "demo-llama"
+ROLLUP_EVERY_SECONDS = 60
+
+
+class Command(BaseCommand):
+    help = "Run the control plane, a local agent with the demo model, and the periodic jobs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--engine-python",
+            default=os.environ.get("APPLIANCE_ENGINE_PYTHON", ""),
+            help="a Python with vLLM (the CPU build for the demo); none: no local engine",
+        )
+        parser.add_argument("--agent-state-dir", default=str(settings.VAR_DIR / "agent"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        url = f"http://{options['host']}:{options['port']}"
+        state_dir = Path(options["agent_state_dir"])
+        engine_python = options["engine_python"]
+        if engine_python and not Path(engine_python).exists():
+            raise CommandError(f"{engine_python} does not exist (run `make engine`?)")
+        call_command("make_demo_model")
+        children: list[subprocess.Popen[bytes]] = []
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            children.append(self._serve(options["host"], options["port"]))
+            self._wait_until_up(url, children[0])
+            if engine_python:
+                self._enroll(url, state_dir)
+                self._deploy_demo()
+                children.append(self._agent(state_dir, engine_python))
+                self.stdout.write(
+                    f"Local agent started; the demo model '{DEMO_DEPLOYMENT}' is starting on the "
+                    "CPU (about a minute). Watch it: GET /api/v1/deployments"
+                )
+            else:
+                self.stdout.write("No engine Python given: control plane only, no local engine.")
+            self.stdout.write(
+                self.style.SUCCESS(f"Serving on {url}  (API docs: {url}/api/v1/docs)")
+            )
+            self._periodic(children, lambda: stopping)
+        finally:
+            for child in reversed(children):  # the agent first, so it stops its engines
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+                    try:
+                        child.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+
+    def _serve(self, host: str, port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - our own server
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "appliance.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-server-header",
+            ]
+        )
+
+    def _wait_until_up(self, url: str, server: subprocess.Popen[bytes]) -> None:
+        for _ in range(120):
+            if server.poll() is not None:
+                raise CommandError("the control plane did not start (see above)")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise CommandError("the control plane did not answer /healthz within a minute")
+
+    def _enroll(self, url: str, state_dir: Path) -> None:
+        if (state_dir / "node.json").exists():
+            return
+        _, token = services.enrollment_token_create(
+            actor=system_actor("run_appliance"), name=LOCAL_NODE, expires_in_hours=1
+        )
+        env = {**os.environ, "APPLIANCE_ENROLLMENT_TOKEN": token}
+        subprocess.run(  # noqa: S603 - our own agent
+            [
+                sys.executable,
+                "-m",
+                "appliance.agent.cli",
+                "--state-dir",
+                str(state_dir),
+                "enroll",
+                "--server",
+                url,
+                "--name",
+                LOCAL_NODE,
+            ],
+            env=env,
+            check=True,
+        )
+
+    def _deploy_demo(self) -> None:
+        if Deployment.objects.filter(name=DEMO_DEPLOYMENT).exists():
+            return
+        node = Node.objects.get(name=LOCAL_NODE)
+        if node.status != NodeStatus.ONLINE:
+            return
+        model = BaseModel.objects.get(name="demo-llama", status=EntryStatus.APPROVED)
+        adapters = list(Adapter.objects.filter(name="demo-triage", status=EntryStatus.APPROVED))
+        deployments.deployment_create(
+            actor=system_actor("run_appliance"),
+            name=DEMO_DEPLOYMENT,
+            model=model,
+            adapters=adapters,
+            device=Device.CPU,
+            node=node,
+            max_model_len=512,
+            max_loras=2,
+            max_lora_rank=8,
+            description="The generated demo model on the CPU build of vLLM (make run).",
+        )
+
+    def _agent(self, state_dir: Path, engine_python: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - our own agent
+            [
+                sys.executable,
+                "-m",
+                "appliance.agent.cli",
+                "--state-dir",
+                str(state_dir),
+                "run",
+                "--engine-python",
+                engine_python,
+            ]
+        )
+
+    def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
+        """What celery beat does in production: node liveness and GPU history rollups."""
+        next_liveness = next_rollup = 0.0
+        while not stopping():
+            for child in children:
+                if child.poll() is not None:
+                    raise CommandError(f"a child process exited ({child.args!r}); stopping")
+            now = time.monotonic()
+            if now >= next_liveness:
+                services.nodes_mark_offline()
+                next_liveness = now + settings.APPLIANCE_HEARTBEAT_SECONDS
+            if now >= next_rollup:
+                gpu_samples_rollup()
+                next_rollup = now + ROLLUP_EVERY_SECONDS
+            time.sleep(1)
