@@ -66,7 +66,7 @@ check-migrations: $(VENV)/.dev-installed ## Django system checks; fail if a mode
 	$(MANAGE) check --fail-level WARNING
 	$(MANAGE) makemigrations --check --dry-run -v0
 
-openapi: $(VENV)/.installed ## Rewrite the committed OpenAPI snapshot (docs/openapi.json)
+openapi: $(VENV)/.installed ## Rewrite the committed OpenAPI snapshots (docs/openapi*.json)
 	$(BIN)/python -m appliance.api.openapi
 
 test: lint typecheck check-migrations engine ## Lint, type-check, check migrations and run the whole suite

@@ -9,6 +9,7 @@ Errors are one line on stderr and a non-zero exit status; secrets are never prin
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import sys
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from appliance.agent import client as control_plane
 from appliance.agent.cache import ArtifactCache
@@ -48,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--name", help="the node's name (default: this host's name)")
     enroll.add_argument("--ca-cert", help="CA bundle for the control plane's TLS certificate")
+    enroll.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow a plain-HTTP server other than localhost",
+    )
 
     run = commands.add_parser("run", help="heartbeat and run this node's engines")
     run.add_argument(
@@ -57,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--engine-host",
+        type=private_address,
         default=os.environ.get("APPLIANCE_ENGINE_HOST", "127.0.0.1"),
         help="the private address engines listen on (default 127.0.0.1)",
     )
@@ -64,6 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cpu-kv-cache-gib", type=int, default=1, help="KV cache of CPU engines")
     run.add_argument("--ca-cert", help="CA bundle for the control plane's TLS certificate")
     return parser
+
+
+def private_address(value: str) -> str:
+    """An engine listens only on loopback or a private address: never a wildcard or public one,
+    because vLLM's /metrics, /tokenize and other routes need no key."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from exc
+    if address.is_unspecified or not (address.is_loopback or address.is_private):
+        raise argparse.ArgumentTypeError(f"{value} is not a loopback or private address")
+    return value
+
+
+def _server_allowed(server: str, insecure: bool) -> str | None:
+    """Why this control plane URL is refused, or None. Plain HTTP would carry the node's
+    credential and the engines' API keys in the clear, so it is for this machine only."""
+    url = urlsplit(server)
+    if url.scheme == "https":
+        return None
+    if url.scheme != "http":
+        return f"{server} is not an http(s) URL"
+    if insecure or url.hostname in ("127.0.0.1", "::1", "localhost"):
+        return None
+    return f"{server} is plain HTTP; use https (or --insecure-http on a trusted network)"
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:
@@ -80,6 +113,9 @@ def _enroll(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("APPLIANCE_ENROLLMENT_TOKEN", "")
     if not token:
         return _fail("give --token or set APPLIANCE_ENROLLMENT_TOKEN", EXIT_USAGE)
+    refusal = _server_allowed(args.server, args.insecure_http)
+    if refusal:
+        return _fail(refusal, EXIT_USAGE)
     name = args.name or socket.gethostname()
     host = collect()
     body: dict[str, Any] = {

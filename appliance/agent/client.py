@@ -39,9 +39,12 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
         raise Unreachable(_detail(response))
     if response.status_code >= 400:
         raise Rejected(_detail(response))
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError as exc:  # e.g. a proxy's maintenance page: treat as not there
+        raise Unreachable(f"HTTP {response.status_code}: not a JSON answer") from exc
     if not isinstance(body, dict):
-        raise Rejected("the control plane answered with something other than an object")
+        raise Unreachable("the control plane answered with something other than an object")
     return body
 
 

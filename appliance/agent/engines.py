@@ -36,7 +36,18 @@ TAIL_LINES = 30
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # discard port: nothing listens, nothing leaves the host
 
 # Variables of ours that an engine has no business seeing.
-_SCRUBBED_PREFIXES = ("APPLIANCE_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "HF_TOKEN")
+# Inherited vLLM, hub and transformers settings too: one such as VLLM_SERVER_DEV_MODE would open
+# unauthenticated development routes. Engines get exactly the settings set below.
+_SCRUBBED_PREFIXES = (
+    "APPLIANCE_",
+    "DJANGO_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "VLLM_",
+    "HF_",
+    "HUGGING_FACE_",
+    "TRANSFORMERS_",
+)
 # Inherited settings that could turn on logging of requests or responses, or hub access.
 _SCRUBBED = ("VLLM_LOGGING_CONFIG_PATH", "HUGGING_FACE_HUB_TOKEN")
 
@@ -116,6 +127,8 @@ def engine_environment(
         env["VLLM_CPU_KVCACHE_SPACE"] = str(runtime.cpu_kv_cache_gib)
         env["CUDA_VISIBLE_DEVICES"] = ""
     else:
+        # NVML numbers GPUs by PCI bus id; CUDA's default order (fastest first) may differ.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices)
     return env
 
@@ -315,4 +328,5 @@ class EngineProcess:
                 self.process.wait(timeout=grace_seconds)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # workers left behind, if any
-        self.process.wait(timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # stuck in the driver: move on
+            self.process.wait(timeout=5)

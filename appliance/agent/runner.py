@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -78,6 +79,7 @@ class ManagedEngine:
     unhealthy_since: float | None = None
     next_health_check: float = 0.0
     loaded: set[str] = field(default_factory=set)
+    preparing: Future[tuple[Path, dict[str, Path]]] | None = None  # download and verification
     adapter_retry_at: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +111,7 @@ class Agent:
         interval: float | None = None,
         gpus: Callable[[], HostGpus] = collect,
         clock: Callable[[], float] = time.monotonic,
+        background: Executor | None = None,
     ) -> None:
         self.http = http
         self.runtime = runtime
@@ -122,6 +125,8 @@ class Agent:
         self.next_heartbeat = 0.0
         self.changed = False
         self.reachable = True
+        self.background = background or ThreadPoolExecutor(2, thread_name_prefix="artifacts")
+        self.cache_lock = threading.Lock()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -132,6 +137,7 @@ class Agent:
                 stop.wait(TICK_SECONDS)
         finally:
             self.stop_all()
+            self.background.shutdown(wait=False, cancel_futures=True)
 
     def tick(self) -> None:
         now = self.clock()
@@ -161,6 +167,7 @@ class Agent:
             logger.info("control plane reachable again")
         self.reachable = True
         self.desired = list(answer.get("engines") or [])
+        self.prune_cache()
         if self.fixed_interval is None:
             self.interval = float(answer.get("heartbeat_seconds") or self.interval)
         self.next_heartbeat = now + self.interval
@@ -170,6 +177,7 @@ class Agent:
         return {
             "agent_version": agent_version(),
             "hostname": socket.gethostname(),
+            "engine_host": self.runtime.host,
             "platform": {
                 "os": platform.platform(),
                 "python": platform.python_version(),
@@ -203,6 +211,7 @@ class Agent:
             if engine.process:
                 engine.process.stop()
             engine.process, engine.state, engine.loaded = None, "pending", set()
+            engine.preparing = None  # files of the old settings: fetch again for the new ones
             engine.fingerprint = engine_fingerprint(by_id[instance])
             engine.starts = 0  # a planned restart is not counted (or audited) as a crash restart
             # New settings may be the operator's fix for the crashes: try them at once.
@@ -210,11 +219,17 @@ class Agent:
         for instance in steps.start:
             spec = by_id[instance]
             self.engines[instance] = ManagedEngine(
-                spec=spec, fingerprint=engine_fingerprint(spec), port=free_port(self.runtime.host)
+                spec=spec, fingerprint=engine_fingerprint(spec), port=0
             )
         for instance, engine in self.engines.items():
             engine.spec = by_id[instance]
-            self.advance(engine)
+            try:
+                self.advance(engine)
+            except Exception as exc:  # one engine's trouble must not stop the others
+                logger.exception("engine %s: unexpected error", instance)
+                if engine.process:
+                    engine.process.stop(grace_seconds=0)
+                self.fail(engine, "failed", f"agent error: {type(exc).__name__}", self.clock())
 
     def advance(self, engine: ManagedEngine) -> None:
         now = self.clock()
@@ -224,6 +239,7 @@ class Agent:
                 self.launch(engine, now)
             return
         if process.poll() is not None:
+            process.stop(grace_seconds=0)  # its workers (EngineCore, TP ranks) go with it
             self.fail(engine, "failed", process.failure(), now)
             return
         if engine.state == "starting":
@@ -255,12 +271,22 @@ class Agent:
             process.stop()
             self.fail(engine, "failed", "engine stayed unhealthy; restarting it", now)
 
+    def prepare(self, spec: dict[str, Any]) -> tuple[Path, dict[str, Path]]:
+        """Download and verify a desired engine's files (in the background: a large model must
+        not hold up heartbeats and the other engines)."""
+        model_dir = self.fetch(spec["model"])
+        return model_dir, {a["name"]: self.fetch(a) for a in spec["adapters"]}
+
     def launch(self, engine: ManagedEngine, now: float) -> None:
         spec = engine.spec
-        self.set_state(engine, "downloading")
+        if engine.preparing is None:
+            self.set_state(engine, "downloading")
+            engine.preparing = self.background.submit(self.prepare, spec)
+        if not engine.preparing.done():
+            return
+        preparing, engine.preparing = engine.preparing, None
         try:
-            model_dir = self.fetch(spec["model"])
-            adapter_dirs = {a["name"]: self.fetch(a) for a in spec["adapters"]}
+            model_dir, adapter_dirs = preparing.result()
         except ArtifactMismatch as exc:
             self.fail(engine, "refused", f"artifact verification failed, not started: {exc}", now)
             return
@@ -268,6 +294,7 @@ class Agent:
             self.fail(engine, "failed", f"artifact download failed: {exc}", now)
             return
         try:
+            engine.port = free_port(self.runtime.host)  # at each start: the old one may be taken
             engine.process = EngineProcess.start(
                 self.runtime,
                 spec=spec,
@@ -318,10 +345,12 @@ class Agent:
             self.changed = True
 
     def fetch(self, artifact: dict[str, Any]) -> Path:
-        """Download what is missing, then verify every file; the directory vLLM reads."""
+        """Download what is missing, then verify every file; the directory vLLM reads. One at a
+        time: the cache's partial files are not safe for two writers."""
         files = artifact["files"]
-        self.cache.ensure(files, partial(fetch_blob, self.http))
-        return self.cache.materialize(artifact["digest"], files)
+        with self.cache_lock:
+            self.cache.ensure(files, partial(fetch_blob, self.http))
+            return self.cache.materialize(artifact["digest"], files)
 
     def set_state(self, engine: ManagedEngine, state: str) -> None:
         if engine.state != state:
@@ -339,6 +368,18 @@ class Agent:
         logger.warning(
             "engine %s %s: %s; next try in %.0fs", engine.spec["instance"], state, first_line, delay
         )
+
+    def prune_cache(self) -> None:
+        """Drop artifact directories no desired engine uses (blobs stay for a quick return)."""
+        keep = {
+            artifact["digest"]
+            for spec in self.desired or []
+            for artifact in (spec["model"], *spec["adapters"])
+        }
+        try:
+            self.cache.prune(keep)
+        except OSError as exc:
+            logger.warning("could not prune the artifact cache: %s", exc)
 
     def stop_all(self) -> None:
         for engine in self.engines.values():

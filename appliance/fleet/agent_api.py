@@ -18,7 +18,6 @@ from ninja import Router, Status
 from ninja.security import HttpBearer
 
 from appliance.api.base import error_responses
-from appliance.audit.services import audit_record
 from appliance.core.errors import NotAuthenticated, NotFound
 from appliance.fleet import heartbeats, services
 from appliance.fleet.agent_schemas import EnrollIn, EnrollOut, HeartbeatIn, HeartbeatOut
@@ -90,23 +89,15 @@ def download_blob(request: HttpRequest, sha256: str) -> HttpResponse | Streaming
     path, size = heartbeats.node_blob(node=node, sha256=sha256)
     if not path.is_file():
         raise NotFound("The file is missing on the control plane.", code="blob_missing")
-    offset = 0
-    wanted = request.headers.get("Range", "")
-    match = RANGE.match(wanted)
-    if wanted and (not match or int(match.group(1)) >= size):
+    # Only ``bytes=N-`` (what the agent sends to resume) is honoured; any other Range is
+    # ignored and the whole file served, as RFC 9110 allows.
+    match = RANGE.match(request.headers.get("Range", ""))
+    offset = int(match.group(1)) if match else 0
+    if offset and offset >= size:
         response = HttpResponse(status=416)
         response["Content-Range"] = f"bytes */{size}"
         return response
-    if match:
-        offset = int(match.group(1))
-    # Resumed requests too: otherwise ``Range: bytes=0-`` (or 1-) fetched a file unaudited.
-    audit_record(
-        actor=services.node_actor(node),
-        action="artifact.download",
-        object_type="blob",
-        object_id=sha256,
-        details={"size": size, "offset": offset},
-    )
+    heartbeats.blob_served(node=node, sha256=sha256, size=size, offset=offset)
     body = _achunks(path, offset) if isinstance(request, ASGIRequest) else _chunks(path, offset)
     streamed = StreamingHttpResponse(
         body,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from appliance.api.base import InSchema
 from appliance.fleet.choices import EngineState
@@ -28,35 +29,41 @@ class EnrollOut(Schema):
     heartbeat_seconds: int
 
 
+BIG = 2**63 - 1  # what a BigIntegerField holds
+INT = 2**31 - 1  # what a PositiveIntegerField holds
+
+
 class GpuReport(Schema):
     """One GPU's NVML reading (appliance.agent.nvml.GpuSample); unknown readings are null."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     index: int = Field(ge=0, le=255)
     uuid: str | None = Field(None, max_length=64)
     name: str | None = Field(None, max_length=100)
-    memory_total_bytes: int | None = None
-    memory_used_bytes: int | None = None
-    memory_free_bytes: int | None = None
+    memory_total_bytes: int | None = Field(None, ge=0, le=BIG)
+    memory_used_bytes: int | None = Field(None, ge=0, le=BIG)
+    memory_free_bytes: int | None = Field(None, ge=0, le=BIG)
     utilization_gpu_pct: float | None = None
     utilization_memory_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
-    ecc_corrected: int | None = None
-    ecc_uncorrected: int | None = None
+    ecc_corrected: int | None = Field(None, ge=0, le=BIG)
+    ecc_uncorrected: int | None = Field(None, ge=0, le=BIG)
     throttle_reasons: list[str] | None = None
 
 
 class EngineReport(InSchema):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     instance: UUID
     state: EngineState
     port: int | None = Field(None, ge=1, le=65535)
-    pid: int | None = Field(None, ge=1)
+    pid: int | None = Field(None, ge=1, le=INT)
     engine_version: str = Field("", max_length=50)
     started_at: datetime | None = None
     last_healthy_at: datetime | None = None
-    restarts: int = Field(0, ge=0)
+    restarts: int = Field(0, ge=0, le=INT)
     last_error: str = Field("", max_length=8000)
     loaded_adapters: list[str] = Field(default_factory=list, max_length=256)
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
@@ -65,10 +72,24 @@ class EngineReport(InSchema):
 class HeartbeatIn(InSchema):
     agent_version: str = Field("", max_length=50)
     hostname: str = Field("", max_length=255)
+    engine_host: str | None = Field(None, description="The private address engines listen on.")
     platform: dict[str, Any] = Field(default_factory=dict)
     gpus: list[GpuReport] = Field(default_factory=list, max_length=64)
     gpu_error: str | None = Field(None, max_length=500)
     engines: list[EngineReport] = Field(default_factory=list, max_length=256)
+
+    @field_validator("engine_host")
+    @classmethod
+    def _private(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError("not an IP address") from exc
+        if address.is_unspecified or not (address.is_loopback or address.is_private):
+            raise ValueError("engines listen on loopback or private addresses only")
+        return value
 
 
 class FileRef(Schema):

@@ -28,6 +28,7 @@ from appliance.fleet.choices import (
     DeploymentStatus,
     DesiredState,
     Device,
+    EngineState,
     NodeStatus,
 )
 from appliance.fleet.models import Deployment, EngineInstance, Gpu, Node
@@ -45,6 +46,8 @@ from appliance.registry.models import Adapter, BaseModel
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_REPLICAS = 16
+# Engines whose memory NVML already counts as used.
+RUNNING_STATES = {EngineState.STARTING, EngineState.READY, EngineState.UNHEALTHY}
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -127,11 +130,14 @@ def _check_adapters(adapters: Iterable[Adapter], model: BaseModel, max_lora_rank
 def _gpu_rooms(nodes: list[Node]) -> list[GpuRoom]:
     """The GPUs of these nodes with what running engines already reserve on each."""
     reserved: dict[tuple[int, int], int] = defaultdict(int)
+    started: dict[tuple[int, int], int] = defaultdict(int)
     for instance in EngineInstance.objects.filter(
         node__in=nodes, desired_state=DesiredState.RUNNING
     ):
         for index in instance.gpu_indices:
             reserved[(instance.node_id, index)] += instance.reserved_bytes_per_gpu
+            if instance.state in RUNNING_STATES:
+                started[(instance.node_id, index)] += instance.reserved_bytes_per_gpu
     names = {n.pk: n.name for n in nodes}
     rooms = []
     for gpu in Gpu.objects.filter(node__in=nodes, present=True, memory_total_bytes__isnull=False):
@@ -145,6 +151,7 @@ def _gpu_rooms(nodes: list[Node]) -> list[GpuRoom]:
                 total_bytes=total,
                 used_bytes=used,
                 reserved_bytes=reserved[(gpu.node_id, gpu.index)],
+                started_bytes=started[(gpu.node_id, gpu.index)],
             )
         )
     return rooms

@@ -26,10 +26,23 @@ from appliance.fleet.choices import DeploymentStatus, DesiredState, EngineState,
 from appliance.fleet.models import EngineInstance, Node
 from appliance.fleet.services import node_actor
 from appliance.fleet.telemetry import gpus_record
-from appliance.registry.choices import Storage
+from appliance.registry.choices import EntryStatus, Storage
 from appliance.registry.models import Artifact
 from appliance.registry.services import artifact_store
 
+OBSERVED_FIELDS = [
+    "state",
+    "port",
+    "pid",
+    "engine_version",
+    "started_at",
+    "last_healthy_at",
+    "restarts",
+    "last_error",
+    "loaded_adapters",
+    "metrics",
+    "last_report_at",
+]
 FAILING_STATES = {EngineState.FAILED, EngineState.REFUSED, EngineState.UNHEALTHY}
 MAX_ERROR_CHARS = 4000
 AUDITED_ERROR_CHARS = 300
@@ -51,11 +64,14 @@ def _artifact_ref(name: str, artifact: Artifact | None) -> dict[str, Any]:
 
 
 def _wanted(node: Node) -> QuerySet[EngineInstance]:
+    """The node's engines that should run. A model quarantined or retired after the deployment
+    was made is no longer served (nor its files handed out)."""
     return (
         EngineInstance.objects.filter(
             node=node,
             desired_state=DesiredState.RUNNING,
             deployment__status=DeploymentStatus.ACTIVE,
+            deployment__model__status=EntryStatus.APPROVED,
         )
         .select_related("deployment__model__artifact")
         .prefetch_related("deployment__adapters__artifact")
@@ -79,6 +95,7 @@ def desired_engines(node: Node) -> list[dict[str, Any]]:
                 "adapters": [
                     _artifact_ref(a.name, a.artifact)
                     for a in sorted(deployment.adapters.all(), key=lambda a: a.name)
+                    if a.status == EntryStatus.APPROVED
                 ],
                 "settings": {
                     "max_model_len": deployment.max_model_len,
@@ -128,7 +145,10 @@ def _apply_report(node: Node, instance: EngineInstance, report: dict[str, Any]) 
     restarts = int(report.get("restarts") or 0)
     if restarts > instance.restarts:
         _audit_engine(node, instance, "engine.restart", {"restarts": restarts})
-    before, after = set(instance.loaded_adapters), set(report.get("loaded_adapters") or [])
+    # A node can only say it loaded adapters of this deployment: other names are not recorded.
+    known = {a.name for a in instance.deployment.adapters.all()} | set(instance.loaded_adapters)
+    before = set(instance.loaded_adapters)
+    after = set(report.get("loaded_adapters") or []) & known
     for name in sorted(after - before):
         _audit_engine(node, instance, "engine.adapter_load", {"adapter": name})
     for name in sorted(before - after) if state != EngineState.STOPPED else []:
@@ -144,7 +164,9 @@ def _apply_report(node: Node, instance: EngineInstance, report: dict[str, Any]) 
     instance.loaded_adapters = sorted(after)
     instance.metrics = report.get("metrics") or {}
     instance.last_report_at = timezone.now()
-    instance.save()
+    # Only what the agent observes: desired_state belongs to the operator, and a report read
+    # before a removal committed must not write the old desired state back.
+    instance.save(update_fields=OBSERVED_FIELDS)
 
 
 def node_heartbeat(
@@ -166,6 +188,7 @@ def node_heartbeat(
         node.last_heartbeat_at = now
         node.agent_version = (report.get("agent_version") or node.agent_version)[:50]
         node.hostname = (report.get("hostname") or node.hostname)[:255]
+        node.engine_host = report.get("engine_host") or node.engine_host
         # Why NVML reported no GPUs (no driver, driver not loaded), for the operator to see.
         node.platform = {
             **(report.get("platform") or node.platform),
@@ -178,11 +201,10 @@ def node_heartbeat(
         own = EngineInstance.objects.select_related("deployment").filter(node=node)
         for instance in own.filter(pk__in=list(reports)):
             _apply_report(node, instance, reports[str(instance.pk)])
-        # Engines that should be stopped and that the agent no longer reports are stopped.
-        for instance in own.filter(desired_state=DesiredState.STOPPED).exclude(
-            state=EngineState.STOPPED
-        ):
-            if str(instance.pk) not in reports:
+        # Engines the node should not run and no longer reports have stopped.
+        wanted = {str(pk) for pk in _wanted(node).values_list("pk", flat=True)}
+        for instance in own.exclude(state=EngineState.STOPPED):
+            if str(instance.pk) not in reports and str(instance.pk) not in wanted:
                 _apply_report(
                     node,
                     instance,
@@ -200,12 +222,24 @@ def node_blob(*, node: Node, sha256: str) -> tuple[Path, int]:
     else, another node's deployments included, is NotFound."""
     for instance in _wanted(node):
         deployment = instance.deployment
-        for entry in (deployment.model, *deployment.adapters.all()):
+        adapters = [a for a in deployment.adapters.all() if a.status == EntryStatus.APPROVED]
+        for entry in (deployment.model, *adapters):
             artifact = entry.artifact
             for file in artifact.files if artifact else []:
                 if artifact and file["sha256"] == sha256:
                     return _blob_location(artifact, file), int(file["size"])
     raise NotFound("No such file for this node.")
+
+
+def blob_served(*, node: Node, sha256: str, size: int, offset: int) -> None:
+    """Record that a node was handed a file (resumed downloads too): which weights went where."""
+    audit_record(
+        actor=node_actor(node),
+        action="artifact.download",
+        object_type="blob",
+        object_id=sha256,
+        details={"size": size, "offset": offset},
+    )
 
 
 def _blob_location(artifact: Artifact, file: dict[str, Any]) -> Path:

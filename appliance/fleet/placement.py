@@ -3,13 +3,14 @@ can be tested without a database.
 
 vLLM claims ``gpu_memory_utilization`` times a GPU's total memory at start-up, so that is what an
 engine reserves on each of its GPUs. A GPU has room when that reservation fits beside what other
-engines reserved and what NVML sees in use; nothing is ever over-committed. A tensor-parallel
+engines reserved (started or not) and what NVML sees in use by anything else; nothing is ever
+over-committed. A tensor-parallel
 engine needs that many GPUs with room on one node.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GIB = 1024**3
 
@@ -23,13 +24,17 @@ class GpuRoom:
     index: int
     total_bytes: int
     used_bytes: int | None  # what NVML last saw in use; None if unknown
-    reserved_bytes: int  # what engines already placed on it reserve
+    reserved_bytes: int  # what engines placed on it reserve, started or not
+    started_bytes: int = 0  # the part of reserved_bytes whose engines run (so NVML sees it)
+
+    @property
+    def foreign_bytes(self) -> int:
+        """Memory in use by something other than our running engines: not ours to take."""
+        return max(0, (self.used_bytes or 0) - self.started_bytes)
 
     @property
     def available_bytes(self) -> int:
-        # Engines placed but not yet started do not show in NVML yet, and memory in use by
-        # something else is not ours to take: count whichever is larger.
-        return self.total_bytes - max(self.reserved_bytes, self.used_bytes or 0)
+        return self.total_bytes - self.reserved_bytes - self.foreign_bytes
 
 
 @dataclass(frozen=True)
@@ -134,13 +139,8 @@ def place_on_gpus(request: GpuRequest, gpus: list[GpuRoom]) -> list[Slot]:
         _, chosen, need = best
         for gpu in chosen:
             need_here = int(gpu.total_bytes * request.gpu_memory_utilization)
-            rooms[(gpu.node_id, gpu.index)] = GpuRoom(
-                node_id=gpu.node_id,
-                node_name=gpu.node_name,
-                index=gpu.index,
-                total_bytes=gpu.total_bytes,
-                used_bytes=gpu.used_bytes,
-                reserved_bytes=max(gpu.reserved_bytes, gpu.used_bytes or 0) + need_here,
+            rooms[(gpu.node_id, gpu.index)] = replace(
+                gpu, reserved_bytes=gpu.reserved_bytes + need_here
             )
         slots.append(
             Slot(

@@ -170,15 +170,15 @@ class DeploymentIn(InSchema):
     adapter_ids: list[int] = Field(default_factory=list, max_length=64)
     device: Device = Device.GPU
     node_id: int | None = Field(None, description="Run on this node; any node with room if null.")
-    gpu_indices: list[int] = Field(default_factory=list, max_length=8)
+    gpu_indices: list[int] = Field(default_factory=list, max_length=8)  # checked by placement
     replicas: int = Field(1, ge=1, le=16)
-    max_model_len: int | None = Field(None, ge=16)
+    max_model_len: int | None = Field(None, ge=16, le=2**31 - 1)
     gpu_memory_utilization: float = Field(0.9, ge=0.05, le=0.98)
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
     dtype: str = "auto"
     quantization: str = ""
     max_loras: int = Field(4, ge=1, le=64)
-    max_lora_rank: int = 16
+    max_lora_rank: int = Field(16, ge=1, le=512)
     description: str = Field("", max_length=2000)
 
 

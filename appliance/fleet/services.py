@@ -6,10 +6,12 @@ that an operator created. Both are stored as prefix + sha256 and compared in con
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -17,7 +19,8 @@ from appliance.accounts.permissions import Capability, require
 from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
 from appliance.core.actors import ANONYMOUS, Actor, ActorKind, system_actor
-from appliance.core.errors import Conflict, NotAuthenticated, ValidationFailed
+from appliance.core.context import current_source_ip
+from appliance.core.errors import Conflict, NotAuthenticated, Throttled, ValidationFailed
 from appliance.core.secrets import credential_matches, new_credential, split_credential
 from appliance.fleet.choices import DesiredState, NodeStatus
 from appliance.fleet.models import EnrollmentToken, Node
@@ -86,7 +89,28 @@ def enrollment_token_revoke(*, actor: Actor, token: EnrollmentToken) -> Enrollme
     return token
 
 
+def _enrollment_retry_after(source_ip: str) -> int:
+    """Seconds before this address may try to enroll again (0: now). The endpoint is anonymous,
+    so refusals are counted per address like failed sign-ins, and past the limit they are
+    answered 429 without filling the audit log."""
+    entry = cache.get(f"enroll-fail:ip:{source_ip}") if source_ip else None
+    limit = settings.APPLIANCE_LOGIN_MAX_FAILURES * 4  # an address may front many machines
+    if entry and entry["count"] >= limit and entry["until"] > time.time():
+        return int(entry["until"] - time.time()) + 1
+    return 0
+
+
+def _count_enrollment_failure(source_ip: str) -> None:
+    if not source_ip:
+        return
+    window = settings.APPLIANCE_LOGIN_WINDOW_SECONDS
+    key = f"enroll-fail:ip:{source_ip}"
+    entry = cache.get(key) or {"count": 0}
+    cache.set(key, {"count": entry["count"] + 1, "until": time.time() + window}, window)
+
+
 def _enrollment_refused(reason: str, prefix: str | None) -> NotAuthenticated:
+    _count_enrollment_failure(current_source_ip())
     audit_record(
         actor=ANONYMOUS,
         action="node.enroll",
@@ -122,6 +146,9 @@ def node_enroll(
 
     Every refusal gives the same answer, so the endpoint tells nothing about which tokens exist.
     """
+    retry_after = _enrollment_retry_after(current_source_ip())
+    if retry_after:
+        raise Throttled("Too many refused enrollments from this address.", retry_after=retry_after)
     prefix = split_credential(token, ENROLLMENT_KIND)
     name = name.strip()
     if not name:

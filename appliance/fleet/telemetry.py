@@ -3,6 +3,7 @@ raw samples for a short window and minute and hour averages for longer."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,17 @@ def _throttled(reasons: Any) -> bool | None:
     return any(r not in BENIGN_THROTTLE for r in reasons)
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: extra NVML readings that carry them are stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def gpus_record(*, node: Node, gpus: Iterable[dict[str, Any]], now: datetime) -> None:
     """Upsert the node's GPUs from one NVML snapshot and keep a raw sample of each."""
     seen = []
@@ -41,7 +53,7 @@ def gpus_record(*, node: Node, gpus: Iterable[dict[str, Any]], now: datetime) ->
                 "name": (reading.get("name") or "")[:100],
                 "memory_total_bytes": reading.get("memory_total_bytes"),
                 "memory_free_bytes": reading.get("memory_free_bytes"),
-                "last_sample": reading,
+                "last_sample": _json_safe(reading),
                 "last_seen_at": now,
                 "present": True,
             },

@@ -236,3 +236,43 @@ def test_enrollment_repr_hides_the_credential() -> None:
     assert CREDENTIAL not in str(shown)
     assert CREDENTIAL not in f"{shown}"
     assert "gpu-01" in repr(shown)
+
+
+@pytest.mark.parametrize(
+    ("server", "allowed"),
+    [
+        ("http://control.example", False),
+        ("http://10.0.0.5:8000", False),
+        ("ftp://control.example", False),
+        ("http://127.0.0.1:8000", True),
+        ("http://localhost:8000", True),
+        ("https://control.example", True),
+    ],
+)
+def test_enroll_refuses_plain_http_except_to_this_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], server: str, allowed: bool
+) -> None:
+    assert (cli._server_allowed(server, insecure=False) is None) == allowed
+    if not allowed:
+        status = cli.main(
+            ["--state-dir", str(tmp_path), "enroll", "--server", server, "--token", TOKEN]
+        )
+        assert status == cli.EXIT_USAGE
+        assert "http" in capsys.readouterr().err
+        assert not (tmp_path / CREDENTIAL_FILE).exists()
+
+
+def test_insecure_http_can_be_allowed_explicitly() -> None:
+    assert cli._server_allowed("http://10.0.0.5:8000", insecure=True) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "8.8.8.8", "2001:4860::8888", "gpu-01"])  # noqa: S104
+def test_engines_may_not_listen_on_a_wildcard_or_public_address(host: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--engine-host", host])
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "10.20.0.7", "192.168.1.4", "fd00::7"])
+def test_engines_may_listen_on_loopback_or_a_private_address(host: str) -> None:
+    assert cli.private_address(host) == host

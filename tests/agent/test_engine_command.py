@@ -404,3 +404,26 @@ def test_stop_kills_the_engine_and_the_workers_it_spawned(tmp_path: Path) -> Non
         with contextlib.suppress(ProcessLookupError):
             os.killpg(engine.pid, signal.SIGKILL)
         engine.process.wait(timeout=5)
+
+
+def test_inherited_vllm_and_hub_settings_do_not_reach_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # would open unauthenticated dev routes
+    monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", "/tmp/debug-logging.json")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example")
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "debug")
+
+    env = engine_environment(EngineRuntime(), device="gpu", gpu_indices=[1, 0])
+
+    for name in (
+        "VLLM_SERVER_DEV_MODE",
+        "VLLM_LOGGING_CONFIG_PATH",
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+        "TRANSFORMERS_VERBOSITY",
+    ):
+        assert name not in env
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # the NVML numbering placement used
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,28 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
         cache=cache,
         gpus=lambda: TWO_GPUS,
         clock=clock,
+        background=InlineExecutor(),
     )
     return Node(agent, clock, control_plane, started, cache)
+
+
+class InlineExecutor(Executor):
+    """Runs background work at once, so a test's tick sees it finished."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+class NeverExecutor(Executor):
+    """Background work that has not finished yet (a large model still downloading)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return Future()
 
 
 # -- starting -------------------------------------------------------------------------------
@@ -696,3 +717,16 @@ def test_long_engine_error_is_clipped_so_the_control_plane_still_accepts_the_rep
     assert len(error) <= runner.MAX_REPORTED_ERROR_CHARS
     assert error.startswith("engine exited with code 1\n")
     assert error.endswith(lines[-1])
+
+
+def test_a_download_still_running_does_not_hold_up_heartbeats(node: Node) -> None:
+    node.agent.background = NeverExecutor()
+    node.control_plane.engines = [desired()]
+
+    node.tick()
+    node.tick(advance=30.0)  # three heartbeat intervals later
+
+    assert node.started == []
+    assert len(node.control_plane.heartbeats) >= 2
+    [report] = node.control_plane.last_report["engines"]
+    assert report["state"] == "downloading"

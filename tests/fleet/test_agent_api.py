@@ -18,8 +18,9 @@ from appliance.accounts.models import User
 from appliance.accounts.services import token_create
 from appliance.audit.models import AuditEvent
 from appliance.fleet import services
+from appliance.fleet.choices import DesiredState
 from appliance.fleet.deployments import deployment_create, deployment_remove
-from appliance.fleet.heartbeats import engine_api_key
+from appliance.fleet.heartbeats import _apply_report, engine_api_key
 from appliance.fleet.models import (
     Deployment,
     EngineInstance,
@@ -28,6 +29,7 @@ from appliance.fleet.models import (
     GpuSample,
     Node,
 )
+from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 from appliance.registry.services import artifact_store
 from tests.conftest import actor
@@ -668,6 +670,18 @@ def test_a_range_from_the_start_serves_the_whole_file_and_is_audited(
     assert event.details == {"size": len(data), "offset": 0}
 
 
+@pytest.mark.parametrize("header", ["bytes=0-99", "bytes=5-9,20-", "items=3-", "bytes=abc-"])
+def test_a_range_other_than_a_resume_is_ignored_and_the_whole_file_served(
+    node_a: tuple[Node, str], weights: tuple[dict[str, Any], bytes], header: str
+) -> None:
+    entry, data = weights
+
+    response = Agent(node_a[1]).blob(entry["sha256"], Range=header)
+
+    assert response.status_code == 200
+    assert body_of(response) == data
+
+
 @pytest.mark.parametrize("start", ["size", "size+1"])
 def test_a_range_starting_past_the_end_is_416(
     node_a: tuple[Node, str], weights: tuple[dict[str, Any], bytes], start: str
@@ -736,3 +750,80 @@ def test_a_blob_missing_from_the_store_is_404(
     assert response.status_code == 404
     assert response.json()["code"] == "blob_missing"
     assert not AuditEvent.objects.filter(action="artifact.download").exists()
+
+
+# --- what a node may and may not make the control plane record ------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gpus": [{"index": 0, "memory_total_bytes": 2**64}]},
+        {"gpus": [{"index": 0, "ecc_corrected": 2**63}]},
+        {"gpus": [{"index": 0, "power_w": "NaN"}]},
+        {"engine_host": "0.0.0.0"},  # noqa: S104 - the wildcard is what must be refused
+        {"engine_host": "8.8.8.8"},
+        {"engine_host": "engines.example"},
+    ],
+)
+def test_out_of_range_or_unsafe_readings_are_422_not_500(
+    node_a: tuple[Node, str], bad: dict[str, Any]
+) -> None:
+    before = audit_counts()
+    body = json.dumps(bad).replace('"NaN"', "NaN")  # a JSON NaN literal, as Python writes it
+    response = Agent(node_a[1]).client.post(
+        f"{AGENT}/heartbeat",
+        data=body,
+        content_type="application/json",
+        headers=Agent(node_a[1]).headers,
+    )
+    assert response.status_code == 422
+    assert audit_counts() == before
+
+
+def test_the_engine_host_a_node_reports_is_kept_for_the_gateway(node_a: tuple[Node, str]) -> None:
+    node, credential = node_a
+    assert Agent(credential).heartbeat({"engine_host": "10.20.0.7"}).status_code == 200
+    node.refresh_from_db()
+    assert node.engine_host == "10.20.0.7"
+
+
+def test_adapter_names_a_node_invents_are_not_recorded(
+    deployed: tuple[Deployment, Deployment], node_a: tuple[Node, str]
+) -> None:
+    instance = instance_of(deployed[0])
+    names = ["triage", *(f"made-up-{i}" for i in range(50))]
+
+    Agent(node_a[1]).heartbeat({"engines": [engine_report(instance, loaded_adapters=names)]})
+
+    instance.refresh_from_db()
+    assert instance.loaded_adapters == ["triage"]
+    loads = AuditEvent.objects.filter(action="engine.adapter_load")
+    assert [e.details["adapter"] for e in loads] == ["triage"]
+
+
+def test_a_heartbeat_never_writes_back_the_desired_state(
+    operator: User, deployed: tuple[Deployment, Deployment], node_a: tuple[Node, str]
+) -> None:
+    instance = instance_of(deployed[0])
+    stale = EngineInstance.objects.get(pk=instance.pk)  # read before the removal commits
+    deployment_remove(actor=actor(operator), deployment=deployed[0])
+
+    _apply_report(node_a[0], stale, engine_report(stale))
+
+    instance.refresh_from_db()
+    assert instance.desired_state == DesiredState.STOPPED
+    assert instance.state == "ready"  # the observation itself was recorded
+
+
+def test_a_quarantined_model_is_no_longer_desired_nor_downloadable(
+    deployed: tuple[Deployment, Deployment], node_a: tuple[Node, str]
+) -> None:
+    model = deployed[0].model
+    config = file_of(model, "config.json")
+    BaseModel.objects.filter(pk=model.pk).update(status=EntryStatus.QUARANTINED)
+
+    answer = Agent(node_a[1]).heartbeat({})
+
+    assert answer.data["engines"] == []
+    assert Agent(node_a[1]).blob(config["sha256"]).status_code == 404

@@ -311,3 +311,22 @@ def test_a_body_that_is_not_json_is_refused_and_spends_nothing(operator: User) -
     assert fleet_state() == before
     token.refresh_from_db()
     assert token.used_at is None
+
+
+def test_refused_enrollments_from_one_address_are_throttled_without_filling_the_audit_log(
+    operator: User, settings: Any
+) -> None:
+    settings.APPLIANCE_LOGIN_MAX_FAILURES = 1  # four refusals per address, then 429
+    _, good = new_token(operator)
+    for attempt in range(4):
+        refused = post_enroll(enroll_body(f"enr_{'0' * 12}_forged{attempt}"))
+        assert refused.status_code == 401
+    events_before = AuditEvent.objects.count()
+
+    throttled = post_enroll(enroll_body(good))
+
+    assert throttled.status_code == 429
+    assert throttled.data["code"] == "throttled"
+    assert int(throttled["Retry-After"]) > 0
+    assert AuditEvent.objects.count() == events_before  # no event per throttled attempt
+    assert not Node.objects.exists()  # even a good token waits out the window

@@ -485,6 +485,7 @@ def test_name_taken_by_a_concurrent_request_after_the_check_is_a_conflict_not_a_
         ({"max_lora_rank": 7}, "max_lora_rank"),
         ({"max_model_len": 513}, "max_model_len"),  # the model's context is 512
         ({"max_model_len": 8}, "max_model_len"),
+        ({"max_model_len": 2**70}, "max_model_len"),  # beyond any column: 422, not 500
         ({"quantization": "int3"}, "quantization"),
         ({"gpu_memory_utilization": 0.99}, "gpu_memory_utilization"),
         ({"replicas": 0}, "replicas"),

@@ -61,10 +61,27 @@ def refusal(req: GpuRequest, gpus: list[GpuRoom]) -> list[str]:
 # --- what a GPU has room for ------------------------------------------------------------------
 
 
-def test_available_memory_counts_the_larger_of_reservations_and_what_nvml_sees() -> None:
-    assert gpu(0, used_gib=10, reserved_gib=30).available_bytes == 50 * GIB
-    assert gpu(0, used_gib=30, reserved_gib=10).available_bytes == 50 * GIB
+def test_available_memory_is_total_less_reservations_and_memory_used_by_others() -> None:
+    # 30 GiB reserved by engines not started yet, 10 GiB in use by some other process.
+    assert gpu(0, used_gib=10, reserved_gib=30).available_bytes == 40 * GIB
+    # The same, once our engines run: NVML's 40 GiB in use are our 30 plus the other 10.
+    running = GpuRoom(
+        node_id=1,
+        node_name="node-1",
+        index=0,
+        total_bytes=80 * GIB,
+        used_bytes=40 * GIB,
+        reserved_bytes=30 * GIB,
+        started_bytes=30 * GIB,
+    )
+    assert running.available_bytes == 40 * GIB
     assert gpu(0, used_gib=None, reserved_gib=10).available_bytes == 70 * GIB
+
+
+def test_engines_not_yet_started_and_foreign_memory_together_are_not_over_committed() -> None:
+    busy = gpu(0, used_gib=40, reserved_gib=36)  # a 0.45 engine placed, not started; 40 in use
+    with pytest.raises(NoCapacity):
+        place_on_gpus(request(utilization=0.45), [busy])
 
 
 def test_an_engine_on_an_empty_gpu_reserves_its_share_of_the_gpu() -> None:
