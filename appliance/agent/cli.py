@@ -31,7 +31,7 @@ from appliance.agent.config import (
 )
 from appliance.agent.engines import EngineRuntime, probe_runtime
 from appliance.agent.nvml import collect
-from appliance.agent.runner import Agent, NodeRefused, _memory_bytes, agent_version
+from appliance.agent.runner import Agent, NodeRefused, agent_version, memory_bytes
 
 EXIT_USAGE, EXIT_FAILED, EXIT_REFUSED = 2, 1, 3
 
@@ -125,7 +125,7 @@ def _enroll(args: argparse.Namespace) -> int:
         "agent_version": agent_version(),
         "platform": {
             "cpu_count": os.cpu_count(),
-            "memory_bytes": _memory_bytes(),
+            "memory_bytes": memory_bytes(),
             "gpus": len(host.gpus),
         },
     }

@@ -182,7 +182,7 @@ class Agent:
                 "os": platform.platform(),
                 "python": platform.python_version(),
                 "cpu_count": os.cpu_count(),
-                "memory_bytes": _memory_bytes(),
+                "memory_bytes": memory_bytes(),
                 "engine": {"module": self.runtime.module, "version": self.runtime.version},
                 "nvidia_driver": host.driver_version,
                 "cuda_driver": host.cuda_driver_version,
@@ -397,7 +397,8 @@ def _clipped(error: str) -> str:
     return error[:head] + "\n…\n" + error[-(MAX_REPORTED_ERROR_CHARS - head - 3) :]
 
 
-def _memory_bytes() -> int | None:
+def memory_bytes() -> int | None:
+    """This machine's physical memory, for the platform facts the control plane shows."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):

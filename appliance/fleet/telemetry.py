@@ -13,10 +13,12 @@ from django.db import transaction
 from django.db.models import Avg, Count, Max, Q
 from django.utils import timezone
 
+from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
 from appliance.core.actors import system_actor
 from appliance.fleet.choices import SampleResolution
 from appliance.fleet.models import Gpu, GpuSample, Node
+from appliance.fleet.services import node_actor
 
 # Throttle reasons that mean "nothing is wrong": an idle GPU lowers its clocks.
 BENIGN_THROTTLE = frozenset({"gpu_idle", "applications_clocks_setting"})
@@ -74,7 +76,18 @@ def gpus_record(*, node: Node, gpus: Iterable[dict[str, Any]], now: datetime) ->
                 "throttled": _throttled(reading.get("throttle_reasons")),
             },
         )
-    node.gpus.exclude(pk__in=seen).update(present=False)
+    for gpu in node.gpus.exclude(pk__in=seen).filter(present=True):
+        # A GPU that drops out of the inventory (pulled, or lost to an XID error) is an event.
+        gpu.present = False
+        gpu.save(update_fields=["present"])
+        audit_record(
+            actor=node_actor(node),
+            action="gpu.lost",
+            object_type="gpu",
+            object_id=gpu.pk,
+            outcome=Outcome.FAILURE,
+            details={"node": node.name, "index": gpu.index, "uuid": gpu.uuid, "name": gpu.name},
+        )
 
 
 def _bucket(time: datetime, resolution: str) -> datetime:

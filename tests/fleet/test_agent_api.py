@@ -312,6 +312,8 @@ def test_a_gpu_missing_from_the_report_is_marked_absent_and_kept(enroll: Enroll)
     assert response.status_code == 200, response.data
     present = dict(Gpu.objects.filter(node=node).values_list("index", "present"))
     assert present == {0: True, 1: False}
+    [lost] = AuditEvent.objects.filter(action="gpu.lost")
+    assert (lost.actor_kind, lost.outcome, lost.details["index"]) == ("node", "failure", 1)
     # It comes back when it is reported again.
     Agent(credential).heartbeat({"gpus": [gpu_reading(0), gpu_reading(1)]})
     assert set(Gpu.objects.filter(node=node).values_list("present", flat=True)) == {True}
@@ -393,6 +395,7 @@ def test_a_node_cannot_change_another_nodes_engine(
 
     response = Agent(node_b[1]).heartbeat(
         {
+            "gpus": [gpu_reading(0)],  # node B's own GPU, still there
             "engines": [
                 engine_report(
                     a,
@@ -403,7 +406,7 @@ def test_a_node_cannot_change_another_nodes_engine(
                     last_error="pwned",
                     loaded_adapters=["billing"],
                 )
-            ]
+            ],
         }
     )
 
@@ -424,7 +427,10 @@ def test_a_report_about_an_unknown_engine_is_ignored(
     audit_before = audit_counts()
 
     response = Agent(node_a[1]).heartbeat(
-        {"engines": [{"instance": "00000000-0000-4000-8000-000000000000", "state": "ready"}]}
+        {
+            "gpus": [gpu_reading(0)],
+            "engines": [{"instance": "00000000-0000-4000-8000-000000000000", "state": "ready"}],
+        }
     )
 
     assert response.status_code == 200, response.data
