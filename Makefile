@@ -10,7 +10,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PYTHON := $(ENGINE_VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test engine lint format typecheck check-migrations openapi migrate admin clean
+.PHONY: help run test engine bench-engine lint format typecheck check-migrations openapi migrate admin clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ openapi: $(VENV)/.installed ## Rewrite the committed OpenAPI snapshots (docs/ope
 
 test: lint typecheck check-migrations engine ## Lint, type-check, check migrations and run the whole suite
 	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench-engine: $(VENV)/.dev-installed engine ## Time the engine life cycle (real vLLM); writes docs/benchmarks.md
+	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m tests.bench.bench_engine_lifecycle
 
 clean: ## Remove the virtualenv and local state (database, artifacts, credentials)
 	rm -rf $(VENV) $(ENGINE_VENV) var .pytest_cache .mypy_cache .ruff_cache
