@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "appliance.audit",
     "appliance.registry",
     "appliance.fleet",
+    "appliance.access",
 ]
 
 MIDDLEWARE = [

@@ -20,6 +20,9 @@ class Capability(StrEnum):
     AUDIT_VIEW = "read the audit log"
     FLEET_VIEW = "view nodes, GPUs and deployments"
     FLEET_MANAGE = "enroll or revoke nodes and change deployments"
+    APPS_VIEW_ALL = "view every application"
+    APPS_OWN = "create applications and manage their keys"
+    APPS_MANAGE = "set applications' limits, policies and owners, and grant models"
 
 
 _ALL = frozenset(Role.values)
@@ -33,6 +36,9 @@ POLICY: dict[Capability, frozenset[str]] = {
     Capability.AUDIT_VIEW: frozenset({Role.ADMIN, Role.AUDITOR}),
     Capability.FLEET_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
     Capability.FLEET_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Capability.APPS_VIEW_ALL: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
+    Capability.APPS_OWN: frozenset({Role.ADMIN, Role.OPERATOR, Role.APP_OWNER}),
+    Capability.APPS_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
 }
 
 

@@ -23,6 +23,7 @@ from appliance.agent import client as control_plane
 from appliance.agent.cache import ArtifactCache
 from appliance.agent.config import (
     CREDENTIAL_FILE,
+    DESIRED_FILE,
     Enrollment,
     NotEnrolled,
     load_enrollment,
@@ -181,6 +182,7 @@ def _run(args: argparse.Namespace) -> int:
             runtime=runtime,
             cache=ArtifactCache(directory / "cache"),
             interval=args.interval,
+            desired_file=directory / DESIRED_FILE,
         )
         try:
             agent.run(stop)

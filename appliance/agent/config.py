@@ -10,8 +10,10 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 CREDENTIAL_FILE = "node.json"
+DESIRED_FILE = "desired.json"  # the last desired state, to resume engines after a restart
 DEFAULT_STATE_DIR = "/var/lib/appliance-agent"
 
 
@@ -34,14 +36,16 @@ def state_dir(value: str | None) -> Path:
     return Path(value or os.environ.get("APPLIANCE_AGENT_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
-def save_enrollment(directory: Path, enrollment: Enrollment) -> Path:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = directory / CREDENTIAL_FILE
-    tmp = directory / f".{CREDENTIAL_FILE}.{os.getpid()}"
+def write_private(target: Path, data: Any) -> Path:
+    """Write JSON readable by this user only: a temporary file made 0600 with O_EXCL, then
+    renamed over the target, so no reader ever sees a partial or a world-readable file."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.parent / f".{target.name}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)  # a leftover of a crashed run with the same pid
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(enrollment), handle)
+            json.dump(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -49,6 +53,10 @@ def save_enrollment(directory: Path, enrollment: Enrollment) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def save_enrollment(directory: Path, enrollment: Enrollment) -> Path:
+    return write_private(directory / CREDENTIAL_FILE, asdict(enrollment))
 
 
 def load_enrollment(directory: Path) -> Enrollment:

@@ -8,6 +8,7 @@ running on the last desired state; when it refuses the node (revoked) the agent 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ import httpx
 from appliance.agent import client as control_plane
 from appliance.agent.backoff import Backoff
 from appliance.agent.cache import ArtifactCache, ArtifactMismatch, InvalidFileRef
+from appliance.agent.config import write_private
 from appliance.agent.download import DownloadFailed, fetch_blob
 from appliance.agent.engines import EngineProcess, EngineRuntime, free_port
 from appliance.agent.nvml import HostGpus, collect
@@ -112,6 +114,7 @@ class Agent:
         gpus: Callable[[], HostGpus] = collect,
         clock: Callable[[], float] = time.monotonic,
         background: Executor | None = None,
+        desired_file: Path | None = None,
     ) -> None:
         self.http = http
         self.runtime = runtime
@@ -126,7 +129,23 @@ class Agent:
         self.changed = False
         self.reachable = True
         self.background = background or ThreadPoolExecutor(2, thread_name_prefix="artifacts")
+        self.desired_file = desired_file
+        self.resume()
         self.cache_lock = threading.Lock()
+
+    def resume(self) -> None:
+        """Start from the last desired state saved on disk, so an agent restarted while the
+        control plane is unreachable brings its engines back; the first answer replaces it."""
+        if not self.desired_file or not self.desired_file.exists():
+            return
+        try:
+            saved = json.loads(self.desired_file.read_text())
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring the saved desired state: %s", type(exc).__name__)
+            return
+        if isinstance(saved, list):
+            self.desired = saved
+            logger.info("resuming %d engine(s) from the saved desired state", len(saved))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -156,6 +175,8 @@ class Agent:
         except control_plane.Refused as exc:
             logger.error("the control plane refused this node (%s); stopping engines", exc)
             self.stop_all()
+            if self.desired_file:
+                self.desired_file.unlink(missing_ok=True)
             raise NodeRefused(str(exc)) from exc
         except (control_plane.Unreachable, control_plane.Rejected) as exc:
             if self.reachable:
@@ -166,7 +187,10 @@ class Agent:
         if not self.reachable:
             logger.info("control plane reachable again")
         self.reachable = True
-        self.desired = list(answer.get("engines") or [])
+        desired = list(answer.get("engines") or [])
+        if desired != self.desired and self.desired_file:
+            write_private(self.desired_file, desired)  # holds engine API keys: 0600
+        self.desired = desired
         self.prune_cache()
         if self.fixed_interval is None:
             self.interval = float(answer.get("heartbeat_seconds") or self.interval)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
+from appliance.access.api import router as applications_router
 from appliance.accounts.api import auth_router, tokens_router, users_router
 from appliance.api import errors
 from appliance.api.auth import AUTH
@@ -19,7 +20,7 @@ api = NinjaAPI(
     title="Appliance management API",
     version="1",
     description=(
-        "Manage users, models, adapters, nodes, deployments and the audit log. Authenticate with a session cookie "
+        "Manage users, models, adapters, nodes, deployments, applications and the audit log. Authenticate with a session cookie "
         "(send the CSRF token on unsafe methods) or `Authorization: Bearer <API token>`. Every error "
         "has the body `{code, detail, fields, request_id}`."
     ),
@@ -37,4 +38,5 @@ api.add_router("/jobs", jobs_router)
 api.add_router("/enrollment-tokens", enrollment_router)
 api.add_router("/nodes", nodes_router)
 api.add_router("/deployments", deployments_router)
+api.add_router("/applications", applications_router)
 api.add_router("/audit", audit_router)

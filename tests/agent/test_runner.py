@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -617,6 +618,51 @@ def test_refused_node_stops_every_engine_and_raises_node_refused(node: Node) -> 
     assert all(engine.stopped for engine in engines)
     assert {e.state for e in node.agent.engines.values()} == {"stopped"}
     assert all(e.process is None for e in node.agent.engines.values())
+
+
+def restarted_agent(node: Node, desired_file: Path) -> Agent:
+    """A new agent process on the same node: same cache, engines and control plane."""
+    return Agent(
+        http=node.agent.http,
+        runtime=node.agent.runtime,
+        cache=node.cache,
+        gpus=lambda: TWO_GPUS,
+        clock=node.clock,
+        background=InlineExecutor(),
+        desired_file=desired_file,
+    )
+
+
+def test_the_desired_state_is_saved_privately_and_resumed_while_the_control_plane_is_down(
+    node: Node, tmp_path: Path
+) -> None:
+    saved = tmp_path / "desired.json"
+    node.agent.desired_file = saved
+    node.control_plane.engines = [desired()]
+    node.tick()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600  # it holds the engines' API keys
+    assert json.loads(saved.read_text()) == [desired()]
+
+    node.control_plane.failure = "connect"
+    agent = restarted_agent(node, saved)
+    agent.tick()
+
+    assert agent.desired == [desired()]
+    assert len(node.started) == 2  # the first agent's engine, and the restarted agent's
+    assert agent.engines["i-1"].state == "starting"
+
+
+def test_a_refused_node_forgets_its_saved_desired_state(node: Node, tmp_path: Path) -> None:
+    saved = tmp_path / "desired.json"
+    node.agent.desired_file = saved
+    node.run_ready(desired())
+    assert saved.exists()
+
+    node.control_plane.failure = "401"
+    with pytest.raises(NodeRefused):
+        node.tick(node.agent.interval)
+
+    assert not saved.exists()
 
 
 # -- the heartbeat report -------------------------------------------------------------------

@@ -21,6 +21,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from appliance.access import services as access
+from appliance.access.models import ApiKey, Application, Grant
 from appliance.accounts.models import ApiToken, User
 from appliance.accounts.services import token_create
 from appliance.api.v1 import api
@@ -67,6 +69,10 @@ class World:
     gpu: Gpu  # a GPU of ``node`` with one raw sample
     enrollment_token: EnrollmentToken  # unused, usable
     deployment: Deployment  # active, one engine on ``node``, serving ``approved_model``
+    application: Application  # owned by the app owner persona (owen), with a key and a grant
+    api_key: ApiKey  # a live key of ``application``
+    grant: Grant  # ``application`` may use ``approved_model``
+    ungranted_application: Application  # owen's too, with no grants yet
 
     def path_values(self) -> dict[str, Any]:
         return {
@@ -79,6 +85,9 @@ class World:
             "node_id": self.node.pk,
             "gpu_id": self.gpu.pk,
             "deployment_id": self.deployment.pk,
+            "application_id": self.application.pk,
+            "key_id": self.api_key.pk,
+            "grant_id": self.grant.pk,
         }
 
 
@@ -132,6 +141,9 @@ def _only(*roles: str) -> frozenset[str]:
 OTHER_PEOPLE_HIDDEN = _only(OPERATOR, APP_OWNER)  # they may see only their own user record
 FLEET_VIEW = _only(ADMIN, OPERATOR, AUDITOR)
 FLEET_MANAGE = _only(ADMIN, OPERATOR)
+# The app owner persona owns the world's applications; another owner's are tested in tests/access.
+APPS_OWNER_OR_MANAGER = _only(ADMIN, OPERATOR, APP_OWNER)
+APPS_MANAGE = _only(ADMIN, OPERATOR)
 
 
 def _deployment_body(world: World) -> dict[str, Any]:
@@ -233,6 +245,32 @@ MATRIX: dict[tuple[str, str], Rule] = {
         FLEET_MANAGE, 200, body=lambda w: {"adapter_ids": []}
     ),
     ("DELETE", "/api/v1/deployments/{deployment_id}"): Rule(FLEET_MANAGE, 200),
+    # applications, their keys and grants
+    ("GET", "/api/v1/applications"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/applications"): Rule(
+        APPS_OWNER_OR_MANAGER,
+        201,
+        body=lambda w: {"name": "matrix-app-new", "owner_id": w.application.owner_id},
+    ),
+    ("GET", "/api/v1/applications/{application_id}"): Rule(EVERYONE, 200),
+    ("PATCH", "/api/v1/applications/{application_id}"): Rule(
+        APPS_OWNER_OR_MANAGER, 200, body=lambda w: {"description": "from the matrix"}
+    ),
+    ("GET", "/api/v1/applications/{application_id}/keys"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/applications/{application_id}/keys"): Rule(
+        APPS_OWNER_OR_MANAGER, 201, body=lambda w: {"name": "matrix-key", "expires_in_days": 7}
+    ),
+    ("POST", "/api/v1/applications/{application_id}/keys/{key_id}/revoke"): Rule(
+        APPS_OWNER_OR_MANAGER, 200
+    ),
+    ("GET", "/api/v1/applications/{application_id}/grants"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/applications/{application_id}/grants"): Rule(
+        APPS_MANAGE,
+        201,
+        body=lambda w: {"model_id": w.approved_model.pk},
+        path_objects={"application_id": lambda w: w.ungranted_application.pk},
+    ),
+    ("DELETE", "/api/v1/applications/{application_id}/grants/{grant_id}"): Rule(APPS_MANAGE, 204),
     # audit
     ("GET", "/api/v1/audit/events"): Rule(_only(ADMIN, AUDITOR), 200),
     ("GET", "/api/v1/audit/events/{seq}"): Rule(_only(ADMIN, AUDITOR), 200),
@@ -269,7 +307,8 @@ def build_world(
 ) -> World:
     """Registry entries imported by ``importer`` (bob, a second admin) so that alice may approve
     them; a pending and an approved model, a pending adapter, users and tokens; an enrolled node
-    with GPUs, an unused enrollment token and a deployment on the approved model."""
+    with GPUs, an unused enrollment token and a deployment on the approved model; two
+    applications of the app owner persona, one with a key and a grant of the approved model."""
     bob, alice = actor(importer), actor(personas[ADMIN])
     with capture_on_commit(execute=True):
         pending_model, job = registry.model_import(
@@ -314,6 +353,11 @@ def build_world(
     deployment = deployment_create(
         actor=bob, name="served", model=approved_model, node=node, gpu_indices=[0]
     )
+    owner = personas[APP_OWNER]
+    application = access.application_create(actor=bob, name="matrix-app", owner=owner)
+    api_key, _ = access.api_key_create(actor=bob, application=application, name="spare")
+    grant = access.grant_create(actor=bob, application=application, model=approved_model)
+    ungranted = access.application_create(actor=bob, name="matrix-app-2", owner=owner)
     return World(
         persona=persona,
         user=user,
@@ -331,6 +375,10 @@ def build_world(
         gpu=node.gpus.get(index=0),
         enrollment_token=enrollment_token,
         deployment=deployment,
+        application=application,
+        api_key=api_key,
+        grant=grant,
+        ungranted_application=ungranted,
     )
 
 
