@@ -21,7 +21,7 @@ from appliance.accounts.permissions import Capability, allows, require
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor
 from appliance.core.errors import Conflict, PermissionDenied, ValidationFailed
-from appliance.core.secrets import credential_matches, new_credential, split_credential
+from appliance.core.secrets import find_credential, new_credential
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 
@@ -251,11 +251,10 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
 
 def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
     """The usable key behind this plaintext: not revoked, not expired, application active."""
-    prefix = split_credential(plaintext, KEY_KIND)
-    if prefix is None:
-        return None
-    key = ApiKey.objects.select_related("application").filter(prefix=prefix).first()
-    if key is None or not credential_matches(plaintext, key.key_hash):
+    key = find_credential(
+        ApiKey.objects.select_related("application"), plaintext, KEY_KIND, hash_field="key_hash"
+    )
+    if key is None:
         return None
     if key.revoked_at is not None or (key.expires_at and key.expires_at <= timezone.now()):
         return None

@@ -21,11 +21,10 @@ from appliance.audit.services import audit_record
 from appliance.core.actors import ANONYMOUS, Actor, system_actor
 from appliance.core.errors import Conflict, NotAuthenticated, NotFound, Throttled, ValidationFailed
 from appliance.core.secrets import (
-    credential_matches,
+    find_credential,
     generate_password,
     new_credential,
     pseudonym,
-    split_credential,
 )
 
 TOKEN_KIND = "apt"  # noqa: S105 - a prefix naming the credential kind
@@ -299,11 +298,10 @@ TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 def token_authenticate(*, plaintext: str) -> ApiToken | None:
     """The live token this plaintext proves, or None (unknown, wrong, revoked, expired, or its
     owner deactivated). Records last use at most once a minute."""
-    prefix = split_credential(plaintext, TOKEN_KIND)
-    if prefix is None:
-        return None
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
-    if token is None or not credential_matches(plaintext, token.secret_hash):
+    token = find_credential(
+        ApiToken.objects.select_related("user"), plaintext, TOKEN_KIND, hash_field="secret_hash"
+    )
+    if token is None:
         return None
     now = timezone.now()
     if token.revoked_at or (token.expires_at and token.expires_at <= now):

@@ -6,12 +6,11 @@ are counted like known ones, so the answer never reveals whether an account exis
 
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.core.cache import cache
 
 from appliance.core.secrets import pseudonym
+from appliance.core.throttle import count_failure, retry_after
 
 
 def _keys(username: str, source_ip: str) -> list[str]:
@@ -23,21 +22,13 @@ def _keys(username: str, source_ip: str) -> list[str]:
 
 def login_retry_after(*, username: str, source_ip: str) -> int:
     """Seconds until another attempt is allowed, 0 if it is allowed now."""
-    now = time.time()
-    waits = []
-    for key in _keys(username, source_ip):
-        entry = cache.get(key)
-        if entry and entry["count"] >= _limit(key) and entry["until"] > now:
-            waits.append(int(entry["until"] - now) + 1)
-    return max(waits, default=0)
+    return max((retry_after(key, _limit(key)) for key in _keys(username, source_ip)), default=0)
 
 
 def login_failed(*, username: str, source_ip: str) -> None:
     """Count a failure; the window restarts at each failure."""
-    window = settings.APPLIANCE_LOGIN_WINDOW_SECONDS
     for key in _keys(username, source_ip):
-        entry = cache.get(key) or {"count": 0}
-        cache.set(key, {"count": entry["count"] + 1, "until": time.time() + window}, window)
+        count_failure(key, settings.APPLIANCE_LOGIN_WINDOW_SECONDS)
 
 
 def login_succeeded(*, username: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+@cache
 def agent_version() -> str:
     try:
         return metadata.version("appliance")

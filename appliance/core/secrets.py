@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import TypeVar
 
 from django.conf import settings
+from django.db.models import Model, QuerySet
+
+M = TypeVar("M", bound=Model)
 
 
 def new_credential(kind: str) -> tuple[str, str, str]:
@@ -35,6 +39,25 @@ def credential_matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_credential(token), stored_hash)
 
 
+def find_credential(
+    queryset: QuerySet[M], token: str, kind: str, *, hash_field: str, prefix_field: str = "prefix"
+) -> M | None:
+    """The row whose credential ``token`` is: found by its prefix, proven by its hash in
+    constant time. Revocation and expiry are the caller's to check."""
+    prefix = split_credential(token, kind)
+    if prefix is None:
+        return None
+    row = queryset.filter(**{prefix_field: prefix}).first()
+    if row is None or not credential_matches(token, getattr(row, hash_field)):
+        return None
+    return row
+
+
+def derived_key(purpose: str) -> bytes:
+    """A key for one purpose, derived from SECRET_KEY (rotating it rotates them all)."""
+    return hashlib.sha256(f"appliance.{purpose}:".encode() + settings.SECRET_KEY.encode()).digest()
+
+
 def generate_password() -> str:
     """A password for a new account, shown once: 24 URL-safe characters (~143 bits)."""
     return secrets.token_urlsafe(18)
@@ -42,5 +65,5 @@ def generate_password() -> str:
 
 def pseudonym(value: str) -> str:
     """``hmac-sha256:`` + HMAC of a personal identifier: linkable across events, not readable."""
-    key = hashlib.sha256(b"appliance.audit.pseudonym:" + settings.SECRET_KEY.encode()).digest()
+    key = derived_key("audit.pseudonym")
     return "hmac-sha256:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -41,6 +41,7 @@ from appliance.fleet.placement import (
     place_on_cpus,
     place_on_gpus,
 )
+from appliance.fleet.services import engines_stop
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 
@@ -355,9 +356,7 @@ def deployment_remove(*, actor: Actor, deployment: Deployment) -> Deployment:
         deployment.status = DeploymentStatus.REMOVED
         deployment.removed_at = timezone.now()
         deployment.save(update_fields=["status", "removed_at", "updated_at"])
-        stopped = deployment.instances.filter(desired_state=DesiredState.RUNNING).update(
-            desired_state=DesiredState.STOPPED
-        )
+        stopped = engines_stop(deployment.instances.all())
         audit_record(
             actor=actor,
             action="deployment.remove",

@@ -22,12 +22,13 @@ from django.utils import timezone
 from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
 from appliance.core.errors import NotFound
+from appliance.core.secrets import derived_key
 from appliance.fleet.choices import DeploymentStatus, DesiredState, EngineState, NodeStatus
-from appliance.fleet.models import EngineInstance, Node
+from appliance.fleet.models import Deployment, EngineInstance, Node
 from appliance.fleet.services import node_actor
 from appliance.fleet.telemetry import gpus_record
 from appliance.registry.choices import EntryStatus, Storage
-from appliance.registry.models import Artifact
+from appliance.registry.models import Adapter, Artifact
 from appliance.registry.services import artifact_store
 
 OBSERVED_FIELDS = [
@@ -51,7 +52,7 @@ AUDITED_ERROR_CHARS = 300
 def engine_api_key(instance_id: Any) -> str:
     """The API key an engine requires on /v1. Derived, not stored: the gateway recomputes it, and
     rotating SECRET_KEY rotates every engine's key."""
-    key = hashlib.sha256(b"appliance.fleet.engine-api-key:" + settings.SECRET_KEY.encode()).digest()
+    key = derived_key("fleet.engine-api-key")
     return "eng_" + hmac.new(key, str(instance_id).encode(), hashlib.sha256).hexdigest()
 
 
@@ -79,10 +80,16 @@ def _wanted(node: Node) -> QuerySet[EngineInstance]:
     )
 
 
-def desired_engines(node: Node) -> list[dict[str, Any]]:
+def _served_adapters(deployment: Deployment) -> list[Adapter]:
+    """A deployment's adapters that may be served: approved ones (quarantine withdraws one)."""
+    approved = (a for a in deployment.adapters.all() if a.status == EntryStatus.APPROVED)
+    return sorted(approved, key=lambda a: a.name)
+
+
+def desired_engines(node: Node, wanted: list[EngineInstance] | None = None) -> list[dict[str, Any]]:
     """The engines this node should be running, with everything its agent needs to run them."""
     engines = []
-    for instance in _wanted(node):
+    for instance in _wanted(node) if wanted is None else wanted:
         deployment = instance.deployment
         engines.append(
             {
@@ -93,9 +100,7 @@ def desired_engines(node: Node) -> list[dict[str, Any]]:
                 "gpu_indices": instance.gpu_indices,
                 "model": _artifact_ref(deployment.model.name, deployment.model.artifact),
                 "adapters": [
-                    _artifact_ref(a.name, a.artifact)
-                    for a in sorted(deployment.adapters.all(), key=lambda a: a.name)
-                    if a.status == EntryStatus.APPROVED
+                    _artifact_ref(a.name, a.artifact) for a in _served_adapters(deployment)
                 ],
                 "settings": {
                     "max_model_len": deployment.max_model_len,
@@ -198,13 +203,18 @@ def node_heartbeat(
         gpus_record(node=node, gpus=report.get("gpus") or [], now=now)
 
         reports = {str(e["instance"]): e for e in report.get("engines") or []}
-        own = EngineInstance.objects.select_related("deployment").filter(node=node)
+        own = (
+            EngineInstance.objects.select_related("deployment")
+            .prefetch_related("deployment__adapters")
+            .filter(node=node)
+        )
         for instance in own.filter(pk__in=list(reports)):
             _apply_report(node, instance, reports[str(instance.pk)])
         # Engines the node should not run and no longer reports have stopped.
-        wanted = {str(pk) for pk in _wanted(node).values_list("pk", flat=True)}
+        wanted = list(_wanted(node))
+        wanted_ids = {str(instance.pk) for instance in wanted}
         for instance in own.exclude(state=EngineState.STOPPED):
-            if str(instance.pk) not in reports and str(instance.pk) not in wanted:
+            if str(instance.pk) not in reports and str(instance.pk) not in wanted_ids:
                 _apply_report(
                     node,
                     instance,
@@ -213,7 +223,7 @@ def node_heartbeat(
         return {
             "node": {"id": node.pk, "name": node.name, "status": node.status},
             "heartbeat_seconds": settings.APPLIANCE_HEARTBEAT_SECONDS,
-            "engines": desired_engines(node),
+            "engines": desired_engines(node, wanted),
         }
 
 
@@ -222,8 +232,7 @@ def node_blob(*, node: Node, sha256: str) -> tuple[Path, int]:
     else, another node's deployments included, is NotFound."""
     for instance in _wanted(node):
         deployment = instance.deployment
-        adapters = [a for a in deployment.adapters.all() if a.status == EntryStatus.APPROVED]
-        for entry in (deployment.model, *adapters):
+        for entry in (deployment.model, *_served_adapters(deployment)):
             artifact = entry.artifact
             for file in artifact.files if artifact else []:
                 if artifact and file["sha256"] == sha256:

@@ -6,13 +6,12 @@ that an operator created. Both are stored as prefix + sha256 and compared in con
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from appliance.accounts.permissions import Capability, require
@@ -21,9 +20,15 @@ from appliance.audit.services import audit_record
 from appliance.core.actors import ANONYMOUS, Actor, ActorKind, system_actor
 from appliance.core.context import current_source_ip
 from appliance.core.errors import Conflict, NotAuthenticated, Throttled, ValidationFailed
-from appliance.core.secrets import credential_matches, new_credential, split_credential
+from appliance.core.secrets import (
+    credential_matches,
+    find_credential,
+    new_credential,
+    split_credential,
+)
+from appliance.core.throttle import count_failure, retry_after
 from appliance.fleet.choices import DesiredState, NodeStatus
-from appliance.fleet.models import EnrollmentToken, Node
+from appliance.fleet.models import EngineInstance, EnrollmentToken, Node
 
 ENROLLMENT_KIND = "enr"
 NODE_KIND = "nod"
@@ -89,24 +94,22 @@ def enrollment_token_revoke(*, actor: Actor, token: EnrollmentToken) -> Enrollme
     return token
 
 
+def _enrollment_key(source_ip: str) -> str:
+    return f"enroll-fail:ip:{source_ip}"
+
+
 def _enrollment_retry_after(source_ip: str) -> int:
     """Seconds before this address may try to enroll again (0: now). The endpoint is anonymous,
     so refusals are counted per address like failed sign-ins, and past the limit they are
-    answered 429 without filling the audit log."""
-    entry = cache.get(f"enroll-fail:ip:{source_ip}") if source_ip else None
-    limit = settings.APPLIANCE_LOGIN_MAX_FAILURES * 4  # an address may front many machines
-    if entry and entry["count"] >= limit and entry["until"] > time.time():
-        return int(entry["until"] - time.time()) + 1
-    return 0
+    answered 429 without filling the audit log. An address may front many machines."""
+    if not source_ip:
+        return 0
+    return retry_after(_enrollment_key(source_ip), settings.APPLIANCE_LOGIN_MAX_FAILURES * 4)
 
 
 def _count_enrollment_failure(source_ip: str) -> None:
-    if not source_ip:
-        return
-    window = settings.APPLIANCE_LOGIN_WINDOW_SECONDS
-    key = f"enroll-fail:ip:{source_ip}"
-    entry = cache.get(key) or {"count": 0}
-    cache.set(key, {"count": entry["count"] + 1, "until": time.time() + window}, window)
+    if source_ip:
+        count_failure(_enrollment_key(source_ip), settings.APPLIANCE_LOGIN_WINDOW_SECONDS)
 
 
 def _enrollment_refused(reason: str, prefix: str | None) -> NotAuthenticated:
@@ -122,16 +125,10 @@ def _enrollment_refused(reason: str, prefix: str | None) -> NotAuthenticated:
 
 
 def _token_problem(found: EnrollmentToken | None, token: str) -> str:
-    """Why this token cannot enroll a machine, or "" if it can."""
+    """Why this token cannot enroll a machine (its state), or "" if it can."""
     if found is None or not credential_matches(token, found.token_hash):
         return "unknown"
-    if found.revoked_at:
-        return "revoked"
-    if found.used_at:
-        return "used"
-    if found.expires_at <= timezone.now():
-        return "expired"
-    return ""
+    return "" if found.state == "usable" else found.state
 
 
 def node_enroll(
@@ -200,13 +197,22 @@ def node_enroll(
 
 def node_authenticate(*, credential: str) -> Node | None:
     """The node whose credential this is, unless it was revoked."""
-    prefix = split_credential(credential, NODE_KIND)
-    if prefix is None:
-        return None
-    node = Node.objects.filter(credential_prefix=prefix).first()
-    if node is None or node.status == NodeStatus.REVOKED:
-        return None
-    return node if credential_matches(credential, node.credential_hash) else None
+    node = find_credential(
+        Node.objects.all(),
+        credential,
+        NODE_KIND,
+        hash_field="credential_hash",
+        prefix_field="credential_prefix",
+    )
+    return None if node is None or node.status == NodeStatus.REVOKED else node
+
+
+def engines_stop(instances: QuerySet[EngineInstance]) -> int:
+    """Ask these engines to stop (their agents do it); how many were running. The caller audits
+    why, in its own transaction."""
+    return instances.filter(desired_state=DesiredState.RUNNING).update(
+        desired_state=DesiredState.STOPPED
+    )
 
 
 def node_revoke(*, actor: Actor, node: Node) -> Node:
@@ -219,9 +225,7 @@ def node_revoke(*, actor: Actor, node: Node) -> Node:
         node.status = NodeStatus.REVOKED
         node.revoked_at = timezone.now()
         node.save(update_fields=["status", "revoked_at"])
-        stopped = node.instances.filter(desired_state=DesiredState.RUNNING).update(
-            desired_state=DesiredState.STOPPED
-        )
+        stopped = engines_stop(node.instances.all())
         audit_record(
             actor=actor,
             action="node.revoke",

@@ -30,6 +30,11 @@ DEMO_DEPLOYMENT = "demo-llama"
 ROLLUP_EVERY_SECONDS = 60
 
 
+def agent_command(state_dir: Path, *args: str) -> list[str]:
+    """``appliance-agent`` with the local agent's state directory."""
+    return [sys.executable, "-m", "appliance.agent.cli", "--state-dir", str(state_dir), *args]
+
+
 class Command(BaseCommand):
     help = "Run the control plane, a local agent with the demo model, and the periodic jobs."
 
@@ -120,18 +125,7 @@ class Command(BaseCommand):
         )
         env = {**os.environ, "APPLIANCE_ENROLLMENT_TOKEN": token}
         subprocess.run(  # noqa: S603 - our own agent
-            [
-                sys.executable,
-                "-m",
-                "appliance.agent.cli",
-                "--state-dir",
-                str(state_dir),
-                "enroll",
-                "--server",
-                url,
-                "--name",
-                LOCAL_NODE,
-            ],
+            agent_command(state_dir, "enroll", "--server", url, "--name", LOCAL_NODE),
             env=env,
             check=True,
         )
@@ -159,16 +153,7 @@ class Command(BaseCommand):
 
     def _agent(self, state_dir: Path, engine_python: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - our own agent
-            [
-                sys.executable,
-                "-m",
-                "appliance.agent.cli",
-                "--state-dir",
-                str(state_dir),
-                "run",
-                "--engine-python",
-                engine_python,
-            ]
+            agent_command(state_dir, "run", "--engine-python", engine_python)
         )
 
     def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
