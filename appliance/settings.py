@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "appliance.registry",
     "appliance.fleet",
     "appliance.access",
+    "appliance.gateway",
 ]
 
 MIDDLEWARE = [
@@ -221,6 +222,19 @@ APPLIANCE_GPU_MINUTE_RETENTION_DAYS = env_int("APPLIANCE_GPU_MINUTE_RETENTION_DA
 APPLIANCE_GPU_HOUR_RETENTION_DAYS = env_int("APPLIANCE_GPU_HOUR_RETENTION_DAYS", 400, minimum=1)
 APPLIANCE_ENROLLMENT_TOKEN_HOURS = env_int("APPLIANCE_ENROLLMENT_TOKEN_HOURS", 24, minimum=1)
 
+# The gateway (/v1): see docs/configuration.md.
+APPLIANCE_GATEWAY_TIMEOUT_SECONDS = env_int("APPLIANCE_GATEWAY_TIMEOUT_SECONDS", 300, minimum=1)
+APPLIANCE_GATEWAY_CONNECT_TIMEOUT_SECONDS = env_int(
+    "APPLIANCE_GATEWAY_CONNECT_TIMEOUT_SECONDS", 3, minimum=1
+)
+APPLIANCE_GATEWAY_MAX_BODY_BYTES = env_int(
+    "APPLIANCE_GATEWAY_MAX_BODY_BYTES", 1024**2, minimum=1024
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(DATA_UPLOAD_MAX_MEMORY_SIZE, APPLIANCE_GATEWAY_MAX_BODY_BYTES)
+APPLIANCE_GATEWAY_CACHE_SECONDS = env_int("APPLIANCE_GATEWAY_CACHE_SECONDS", 30, minimum=0)
+APPLIANCE_GATEWAY_ROUTES_SECONDS = env_int("APPLIANCE_GATEWAY_ROUTES_SECONDS", 2, minimum=0)
+APPLIANCE_USAGE_ROLLUP_MINUTES = env_int("APPLIANCE_USAGE_ROLLUP_MINUTES", 5, minimum=1)
+
 # Periodic jobs (celery beat in production; `make run` runs them in process).
 CELERY_BEAT_SCHEDULE = {
     "fleet-mark-offline-nodes": {
@@ -228,6 +242,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(APPLIANCE_HEARTBEAT_SECONDS),
     },
     "fleet-rollup-gpu-samples": {"task": "fleet.rollup_gpu_samples", "schedule": 60.0},
+    "gateway-rollup-usage": {
+        "task": "gateway.rollup_usage",
+        "schedule": 60.0 * APPLIANCE_USAGE_ROLLUP_MINUTES,
+    },
 }
 
 LOGGING = {

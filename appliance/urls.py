@@ -1,9 +1,9 @@
-"""URL map: the management API, the agent API; the gateway (/v1) and console join here later."""
+"""URL map: the gateway (/v1), the management API, the agent API; the console joins here later."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from appliance.api.agent_v1 import api as agent_api
 from appliance.api.errors import error_body
@@ -22,6 +22,7 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("healthz", healthz),
+    path("v1/", include("appliance.gateway.urls")),
     path("api/v1/", api.urls),
     path("api/agent/v1/", agent_api.urls),
     re_path(r"^api/", api_not_found),

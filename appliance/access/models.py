@@ -34,6 +34,9 @@ class Application(models.Model):
     monthly_token_budget = models.BigIntegerField(null=True, blank=True)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
+    # Raised whenever grants, limits, classification, data policy or status change; every
+    # inference audit event names the version it was decided under (EU AI Act Art. 12).
+    policy_version = models.PositiveIntegerField(default=1)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -11,8 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from appliance.access.changes import access_changed
 from appliance.access.choices import ApplicationStatus, DataClassification, DataPolicy
 from appliance.access.models import ApiKey, Application, Grant
 from appliance.accounts.choices import Role
@@ -39,6 +41,7 @@ MANAGER_FIELDS = frozenset(
     {*OWNER_FIELDS, *LIMITS, "data_classification", "data_policy", "status", "owner"}
 )
 OWNER_ROLES = (Role.APP_OWNER, Role.ADMIN)
+POLICY_FIELDS = frozenset({*LIMITS, "data_classification", "data_policy", "status"})
 
 
 def _require_owner_or_manager(actor: Actor, application: Application) -> None:
@@ -183,7 +186,10 @@ def application_update(*, actor: Actor, application: Application, **changes: Any
             changed["description"] = {"changed": True}  # free text: not copied into the log
         if not changed:
             return application
+        if POLICY_FIELDS & set(changed):
+            application.policy_version += 1
         application.save()
+        access_changed()
         audit_record(
             actor=actor,
             action="application.update",
@@ -239,6 +245,7 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
         if key.revoked_at is None:
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
+            access_changed()
             audit_record(
                 actor=actor,
                 action="api_key.revoke",
@@ -287,6 +294,7 @@ def grant_create(
             raise Conflict(
                 "The application has this grant already.", code="duplicate_grant"
             ) from exc
+        _policy_changed(application)
         audit_record(
             actor=actor,
             action="grant.create",
@@ -317,3 +325,10 @@ def grant_delete(*, actor: Actor, grant: Grant) -> None:
             },
         )
         grant.delete()
+        _policy_changed(grant.application)
+
+
+def _policy_changed(application: Application) -> None:
+    """A new policy version for the application (its grants changed); gateways drop caches."""
+    Application.objects.filter(pk=application.pk).update(policy_version=F("policy_version") + 1)
+    access_changed()

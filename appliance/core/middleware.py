@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
 
 from appliance.core.context import request_id_var, source_ip_var
 
@@ -15,20 +17,52 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 class RequestContextMiddleware:
-    """Sets the request id and source address for the request and echoes ``X-Request-ID``."""
+    """Sets the request id and source address for the request and echoes ``X-Request-ID``.
+    Sync and async, so the gateway's async views never hop to a thread for it."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        id_token = request_id_var.set(request_id)
-        ip_token = source_ip_var.set(request.META.get("REMOTE_ADDR", ""))
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        tokens = self._enter(request)
         try:
             response = self.get_response(request)
         finally:
-            request_id_var.reset(id_token)
-            source_ip_var.reset(ip_token)
+            self._exit(tokens)
+        return self._tag(response, tokens[2])
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        tokens = self._enter(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            self._exit(tokens)
+        return self._tag(response, tokens[2])
+
+    @staticmethod
+    def _enter(request: HttpRequest) -> tuple[Any, Any, str]:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        return (
+            request_id_var.set(request_id),
+            source_ip_var.set(request.META.get("REMOTE_ADDR", "")),
+            request_id,
+        )
+
+    @staticmethod
+    def _exit(tokens: tuple[Any, Any, str]) -> None:
+        request_id_var.reset(tokens[0])
+        source_ip_var.reset(tokens[1])
+
+    @staticmethod
+    def _tag(response: HttpResponseBase, request_id: str) -> HttpResponseBase:
         response["X-Request-ID"] = request_id
         return response

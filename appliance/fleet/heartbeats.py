@@ -80,7 +80,7 @@ def _wanted(node: Node) -> QuerySet[EngineInstance]:
     )
 
 
-def _served_adapters(deployment: Deployment) -> list[Adapter]:
+def served_adapters(deployment: Deployment) -> list[Adapter]:
     """A deployment's adapters that may be served: approved ones (quarantine withdraws one)."""
     approved = (a for a in deployment.adapters.all() if a.status == EntryStatus.APPROVED)
     return sorted(approved, key=lambda a: a.name)
@@ -100,7 +100,7 @@ def desired_engines(node: Node, wanted: list[EngineInstance] | None = None) -> l
                 "gpu_indices": instance.gpu_indices,
                 "model": _artifact_ref(deployment.model.name, deployment.model.artifact),
                 "adapters": [
-                    _artifact_ref(a.name, a.artifact) for a in _served_adapters(deployment)
+                    _artifact_ref(a.name, a.artifact) for a in served_adapters(deployment)
                 ],
                 "settings": {
                     "max_model_len": deployment.max_model_len,
@@ -232,7 +232,7 @@ def node_blob(*, node: Node, sha256: str) -> tuple[Path, int]:
     else, another node's deployments included, is NotFound."""
     for instance in _wanted(node):
         deployment = instance.deployment
-        for entry in (deployment.model, *_served_adapters(deployment)):
+        for entry in (deployment.model, *served_adapters(deployment)):
             artifact = entry.artifact
             for file in artifact.files if artifact else []:
                 if artifact and file["sha256"] == sha256:

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class GatewayConfig(AppConfig):
+    name = "appliance.gateway"
+    label = "gateway"
+    verbose_name = "Inference gateway"

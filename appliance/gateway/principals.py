@@ -1,0 +1,184 @@
+"""Who is calling: an application's API key, resolved to its limits and the models it may use.
+
+Resolved keys are cached per process and dropped when the access generation moves (a key revoked,
+a grant or limit changed; see appliance.access.changes) or after APPLIANCE_GATEWAY_CACHE_SECONDS,
+so the next request after a revocation is refused without a database query on every call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from appliance.access.choices import ApplicationStatus
+from appliance.access.models import ApiKey, Grant
+from appliance.access.services import KEY_KIND
+from appliance.core.actors import Actor, ActorKind
+from appliance.core.secrets import find_credential, hash_credential, split_credential
+from appliance.registry.choices import EntryStatus
+
+
+@dataclass(frozen=True)
+class Limits:
+    """An application's limits; None means no limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    monthly_token_budget: int | None = None
+    max_concurrent_requests: int | None = None
+    max_tokens_per_request: int | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model or adapter a key may call, by the name clients use (the registry name)."""
+
+    name: str
+    model_id: int
+    model_name: str
+    model_digest: str
+    adapter_name: str = ""
+    adapter_digest: str = ""
+    created: int = 0
+
+    @property
+    def parent(self) -> str | None:
+        return self.model_name if self.adapter_name else None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An active application acting through one of its keys."""
+
+    key_id: int
+    key_prefix: str
+    expires_at: datetime | None
+    application_id: int
+    application_name: str
+    policy_version: int
+    data_policy: str
+    limits: Limits
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def actor(self) -> Actor:
+        return Actor(
+            kind=ActorKind.APPLICATION,
+            id=str(self.application_id),
+            label=f"{self.application_name} (key {self.key_prefix})",
+        )
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+
+class KeyRefused(Exception):
+    """Why a key cannot be used: ``unknown``, ``revoked``, ``expired`` or ``disabled``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _targets(application_id: int) -> dict[str, Target]:
+    """Approved grants only: quarantining a model or adapter withdraws it at once."""
+    targets: dict[str, Target] = {}
+    grants = Grant.objects.filter(application_id=application_id).select_related(
+        "model__artifact", "adapter__artifact"
+    )
+    for grant in grants:
+        model = grant.model
+        if model.status != EntryStatus.APPROVED:
+            continue
+        model_digest = model.artifact.digest if model.artifact else ""
+        adapter = grant.adapter
+        if adapter is None:
+            targets[model.name] = Target(
+                name=model.name,
+                model_id=model.pk,
+                model_name=model.name,
+                model_digest=model_digest,
+                created=int(model.imported_at.timestamp()),
+            )
+        elif adapter.status == EntryStatus.APPROVED:
+            targets[adapter.name] = Target(
+                name=adapter.name,
+                model_id=model.pk,
+                model_name=model.name,
+                model_digest=model_digest,
+                adapter_name=adapter.name,
+                adapter_digest=adapter.artifact.digest if adapter.artifact else "",
+                created=int(adapter.imported_at.timestamp()),
+            )
+    return targets
+
+
+def principal_load(token: str) -> Principal:
+    """Resolve a presented key from the database; raises KeyRefused."""
+    key = find_credential(
+        ApiKey.objects.select_related("application"), token, KEY_KIND, hash_field="key_hash"
+    )
+    if key is None:
+        raise KeyRefused("unknown")
+    if key.revoked_at is not None:
+        raise KeyRefused("revoked")
+    application = key.application
+    if application.status != ApplicationStatus.ACTIVE:
+        raise KeyRefused("disabled")
+    return Principal(
+        key_id=key.pk,
+        key_prefix=key.prefix,
+        expires_at=key.expires_at,
+        application_id=application.pk,
+        application_name=application.name,
+        policy_version=application.policy_version,
+        data_policy=application.data_policy,
+        limits=Limits(
+            requests_per_minute=application.requests_per_minute,
+            tokens_per_minute=application.tokens_per_minute,
+            monthly_token_budget=application.monthly_token_budget,
+            max_concurrent_requests=application.max_concurrent_requests,
+            max_tokens_per_request=application.max_tokens_per_request,
+        ),
+        targets=_targets(application.pk),
+    )
+
+
+@dataclass
+class _Entry:
+    outcome: Principal | KeyRefused
+    generation: object
+    loaded_at: float
+
+
+class PrincipalCache:
+    """Resolved keys by the hash of the presented secret (never by prefix alone)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def get(self, token: str, generation: object) -> Principal | KeyRefused | None:
+        entry = self._entries.get(hash_credential(token))
+        if entry is None or entry.generation != generation:
+            return None
+        if time.monotonic() - entry.loaded_at > settings.APPLIANCE_GATEWAY_CACHE_SECONDS:
+            return None
+        return entry.outcome
+
+    def put(self, token: str, generation: object, outcome: Principal | KeyRefused) -> None:
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[hash_credential(token)] = _Entry(outcome, generation, time.monotonic())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def well_formed(token: str) -> bool:
+    """Shaped like an application key; anything else is refused without a lookup or a cache slot."""
+    return split_credential(token, KEY_KIND) is not None

@@ -1,0 +1,159 @@
+"""Writing what the gateway did: the inference audit event (EU AI Act Art. 12: time, principal,
+model and its weights hash, adapter, node, policy version, outcome; never prompt or completion
+text) and the usage record. Both are written before the client sees the answer (or, for a stream,
+its first chunk); if the audit event cannot be written, the answer is withheld (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from appliance.access.models import ApiKey
+from appliance.audit.choices import Outcome
+from appliance.audit.services import audit_record
+from appliance.core.context import current_request_id
+from appliance.gateway.engines import Engine
+from appliance.gateway.models import UsageRecord
+from appliance.gateway.principals import Principal, Target
+
+logger = logging.getLogger(__name__)
+
+LAST_USED_EVERY = timedelta(minutes=1)
+_last_used_written: dict[int, datetime] = {}
+
+
+@dataclass
+class Inference:
+    """One request's facts as the gateway learns them."""
+
+    principal: Principal
+    endpoint: str
+    requested: str
+    stream: bool
+    arrived: datetime
+    started: float  # time.monotonic() at arrival
+    target: Target | None = None
+    engine: Engine | None = None
+    attempts: int = 0
+    status: int = 0
+    error_code: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.started) * 1000
+
+
+def _details(inference: Inference) -> dict[str, object]:
+    target, engine = inference.target, inference.engine
+    return {
+        "endpoint": inference.endpoint,
+        "model": target.model_name if target else inference.requested[:100],
+        "model_sha256": target.model_digest if target else "",
+        "adapter": target.adapter_name if target else "",
+        "adapter_sha256": target.adapter_digest if target else "",
+        "node": engine.node if engine else "",
+        "engine": engine.instance if engine else "",
+        "deployment": engine.deployment if engine else "",
+        "api_key": inference.principal.key_prefix,
+        "policy_version": inference.principal.policy_version,
+        "stream": inference.stream,
+        "status": inference.status,
+        "error_code": inference.error_code,
+    }
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return Outcome.SUCCESS
+    if status in (403, 404):
+        return Outcome.DENIED
+    return Outcome.FAILURE
+
+
+def inference_audit(inference: Inference) -> None:
+    """The Art. 12 event for this inference; raises AuditUnavailable if it cannot be written."""
+    principal = inference.principal
+    audit_record(
+        actor=principal.actor(),
+        action="inference",
+        object_type="model",
+        object_id=inference.target.model_id if inference.target else "",
+        outcome=_outcome(inference.status),
+        details=_details(inference),
+    )
+
+
+def usage_record(inference: Inference) -> UsageRecord:
+    target, engine = inference.target, inference.engine
+    principal = inference.principal
+    record = UsageRecord.objects.create(
+        time=inference.arrived,
+        request_id=current_request_id(),
+        application_id=principal.application_id,
+        api_key_id=principal.key_id,
+        endpoint=inference.endpoint,
+        model=(target.model_name if target else inference.requested)[:100],
+        adapter=target.adapter_name if target else "",
+        node=engine.node if engine else "",
+        engine=engine.instance if engine else "",
+        stream=inference.stream,
+        status=inference.status,
+        error_code=inference.error_code[:40],
+        prompt_tokens=max(0, inference.prompt_tokens),
+        completion_tokens=max(0, inference.completion_tokens),
+        latency_ms=inference.latency_ms(),
+        ttft_ms=inference.ttft_ms(),
+        attempts=inference.attempts,
+    )
+    _touch_key(principal.key_id)
+    return record
+
+
+def _touch_key(key_id: int) -> None:
+    """``last_used_at`` at most once a minute per key and process: cheap, and close enough."""
+    now = timezone.now()
+    last = _last_used_written.get(key_id)
+    if last is not None and now - last < LAST_USED_EVERY:
+        return
+    _last_used_written[key_id] = now
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
+
+
+def inference_finish(inference: Inference, *, audit: bool) -> None:
+    """The usage record, and the audit event if it was not written when the stream began, in one
+    transaction. Raises AuditUnavailable (nothing written) if the event cannot be."""
+    with transaction.atomic():
+        if audit:
+            inference_audit(inference)
+        usage_record(inference)
+
+
+def usage_only(inference: Inference) -> None:
+    """Usage of a request whose audit event is already written (a stream) or not due (throttled).
+    A failure here is logged, not raised: the answer has been given."""
+    try:
+        usage_record(inference)
+    except DatabaseError as exc:
+        logger.error("usage record not written: %s", type(exc).__name__)
+
+
+def month_tokens(application_id: int, month_start: datetime) -> int:
+    """Tokens an application used since the month began: the seed for its budget counter."""
+    total = UsageRecord.objects.filter(
+        application_id=application_id, time__gte=month_start
+    ).aggregate(total=Sum(F("prompt_tokens") + F("completion_tokens")))["total"]
+    return int(total or 0)

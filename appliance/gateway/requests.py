@@ -1,0 +1,102 @@
+"""Checking an inference request before it goes anywhere: size, content type, JSON, the fields the
+gateway relies on, and the application's per-request token cap."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
+
+from appliance.gateway.choices import Endpoint
+from appliance.gateway.errors import GatewayError, invalid
+from appliance.gateway.principals import Limits
+
+REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    Endpoint.CHAT: ("messages", list),
+    Endpoint.COMPLETIONS: ("prompt", (str, list)),
+    Endpoint.EMBEDDINGS: ("input", (str, list)),
+}
+TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def request_body(request: HttpRequest, endpoint: str) -> dict[str, Any]:
+    """The JSON body, or a GatewayError (413, 415, 400, 422)."""
+    limit = settings.APPLIANCE_GATEWAY_MAX_BODY_BYTES
+    too_big = GatewayError(
+        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+    )
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise too_big
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        raise GatewayError(
+            415, "Send the request body as application/json.", code="unsupported_media_type"
+        )
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(raw) > limit:
+        raise too_big
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(
+            400, "The request body is not valid JSON.", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.", code="invalid_body")
+    _check_fields(body, endpoint)
+    return body
+
+
+def _check_fields(body: dict[str, Any], endpoint: str) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid("`model` is required: the name of a model or adapter.", param="model")
+    name, kind = REQUIRED[endpoint]
+    value = body.get(name)
+    if value is None or not isinstance(value, kind) or (isinstance(value, list) and not value):
+        raise invalid(f"`{name}` is required.", param=name)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) or (stream and endpoint == Endpoint.EMBEDDINGS):
+        raise invalid("`stream` must be true or false (and false for embeddings).", param="stream")
+    for field in TOKEN_FIELDS:
+        tokens = body.get(field)
+        if tokens is not None and (
+            not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1
+        ):
+            raise invalid(f"`{field}` must be a positive integer.", param=field)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise invalid("`stream_options` must be an object.", param="stream_options")
+
+
+def cap_tokens(body: dict[str, Any], limits: Limits, endpoint: str) -> None:
+    """Refuse a request that asks for more tokens than the application may; cap one that does not
+    say, so the engine never generates past the limit."""
+    cap = limits.max_tokens_per_request
+    if cap is None or endpoint == Endpoint.EMBEDDINGS:
+        return
+    for field in TOKEN_FIELDS:
+        asked = body.get(field)
+        if asked is not None and asked > cap:
+            raise invalid(
+                f"`{field}` is {asked}; this application may ask for at most {cap} per request.",
+                param=field,
+                code="max_tokens_exceeded",
+            )
+    if all(body.get(field) is None for field in TOKEN_FIELDS):
+        body["max_tokens"] = cap
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options") or {}
+    return bool(options.get("include_usage"))

@@ -1,0 +1,72 @@
+"""Reading an engine's server-sent events as they pass: token usage, errors, the end.
+
+The gateway asks the engine for a final usage chunk (``stream_options.include_usage``) so every
+stream is counted; if the client did not ask for it, that chunk is dropped on the way through.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DONE = "data: [DONE]"
+
+
+def usage_of(document: dict[str, Any]) -> tuple[int, int] | None:
+    usage = document.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
+
+
+class StreamMeter:
+    """Feeds on an engine's SSE lines; says what to forward and remembers usage and errors."""
+
+    def __init__(self, *, client_wants_usage: bool) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.usage: tuple[int, int] | None = None
+        self.error_code = ""
+        self.done = False
+        self.content_seen = False
+
+    def feed(self, line: str) -> bytes | None:
+        """The bytes to send on for one line (None: nothing)."""
+        if not line:
+            return None
+        if not line.startswith("data:"):
+            return (line + "\n").encode()  # comments and other fields pass through
+        if line == DONE:
+            self.done = True
+            return (line + "\n\n").encode()
+        if '"usage"' in line or '"error"' in line:
+            forward = self._inspect(line[5:].strip())
+            if not forward:
+                return None
+        else:
+            self.content_seen = True
+        return (line + "\n\n").encode()
+
+    def _inspect(self, payload: str) -> bool:
+        """Whether to forward this chunk."""
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            return True
+        if not isinstance(document, dict):
+            return True
+        if "error" in document:
+            error = document["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            self.error_code = str(code or "engine_error")[:40]
+            return True
+        usage = usage_of(document)
+        if usage is not None:
+            self.usage = usage
+        if document.get("choices"):
+            self.content_seen = True
+            return True
+        return usage is None or self.client_wants_usage
