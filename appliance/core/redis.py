@@ -66,3 +66,11 @@ def async_client() -> redis.asyncio.Redis:
         )
         _async_clients[loop] = client
     return client
+
+
+def reset() -> None:
+    """Forget clients and failures (after REDIS_URL changes, e.g. between tests)."""
+    global _down_until
+    sync_client.cache_clear()
+    _async_clients.clear()
+    _down_until = 0.0

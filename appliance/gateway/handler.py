@@ -8,9 +8,10 @@ audit event and usage record).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,17 @@ async def _seed_budget(application_id: int, now: float) -> int:
 
 balancer = Balancer()
 limiter = Limiter(_seed_budget)
+bookkeeping: set[asyncio.Task[None]] = set()
+
+
+async def settle(work: Coroutine[Any, Any, None]) -> None:
+    """Run end-of-request bookkeeping (release limits, write usage) to the end even when the
+    client has gone and the request's task is being cancelled."""
+    task = asyncio.ensure_future(work)
+    bookkeeping.add(task)
+    task.add_done_callback(bookkeeping.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
 
 
 def _audit_unavailable() -> GatewayError:
@@ -97,10 +109,10 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
     try:
         response = await _proxy(inference, body, endpoint, release)
     except BaseException:
-        await release()
+        await settle(release())
         raise
     if not isinstance(response, StreamingHttpResponse):
-        await release()
+        await settle(release())
     return response
 
 
@@ -288,18 +300,22 @@ async def _stream(
         except httpx.HTTPError:
             inference.error_code = "engine_stream_broken"
         finally:
-            await close()
             if meter.usage:
                 inference.prompt_tokens, inference.completion_tokens = meter.usage
             if meter.error_code and not inference.error_code:
                 inference.error_code = meter.error_code
-            await release()
-            await sync_to_async(records.usage_only)(inference)
+            await settle(_after_stream(inference, close, release))
 
     streaming = StreamingHttpResponse(events(), content_type="text/event-stream")
     streaming["Cache-Control"] = "no-cache"
     streaming["X-Accel-Buffering"] = "no"  # a reverse proxy must not buffer the stream
     return streaming
+
+
+async def _after_stream(inference: Inference, close: Any, release: Any) -> None:
+    await close()
+    await release()
+    await sync_to_async(records.usage_only)(inference)
 
 
 async def _finish_audit(inference: Inference) -> None:

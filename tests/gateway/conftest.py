@@ -16,10 +16,11 @@ from asgiref.sync import async_to_sync, sync_to_async
 from appliance.access import services as access
 from appliance.access.models import Application
 from appliance.accounts.models import User
+from appliance.core import redis as shared_redis
 from appliance.fleet import deployments
 from appliance.fleet.choices import Device, EngineState
 from appliance.fleet.models import Deployment, Node
-from appliance.gateway import auth, handler
+from appliance.gateway import auth, handler, records
 from appliance.registry.models import Adapter, BaseModel
 from tests.access.conftest import approved_adapters, approved_model, oscar  # noqa: F401
 from tests.conftest import actor
@@ -31,8 +32,15 @@ T = TypeVar("T")
 
 @pytest.fixture(autouse=True)
 def _fresh_gateway_state() -> None:
-    """Each test starts with empty caches, counters and route table in this process."""
+    """Each test starts with empty caches, counters and route table in this process (and, when
+    REDIS_URL is set, in Redis)."""
+    shared_redis.reset()
+    if shared_redis.configured():
+        client = shared_redis.sync_client()
+        for key in client.scan_iter("appliance:*"):
+            client.delete(key)
     auth.cache.clear()
+    records._last_used_written.clear()
     handler.balancer.__init__()  # type: ignore[misc]
     handler.limiter.local.__init__()  # type: ignore[misc]
 
@@ -73,6 +81,9 @@ class Gateway:
         try:
             return await sync_to_async(fn, thread_sensitive=False)(*args)
         finally:
+            await asyncio.sleep(0.05)  # a stream's last bookkeeping starts as its client leaves
+            while handler.bookkeeping:
+                await asyncio.gather(*handler.bookkeeping, return_exceptions=True)
             server.should_exit = True
             await task
 

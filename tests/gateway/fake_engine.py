@@ -125,10 +125,10 @@ class FakeEngine:
                 }
             )
             if self.hold:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self.disconnected.set()
-                    return
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.disconnected.set()
+                return
         if (document.get("stream_options") or {}).get("include_usage"):
             last = {
                 "id": "cmpl-fake",

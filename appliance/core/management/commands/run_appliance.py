@@ -4,6 +4,7 @@ celery beat runs in production."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,11 +18,14 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from appliance.access.demo import demo_application_key
+from appliance.agent.config import write_private
 from appliance.core.actors import system_actor
 from appliance.fleet import deployments, services
 from appliance.fleet.choices import Device, NodeStatus
 from appliance.fleet.models import Deployment, Node
 from appliance.fleet.telemetry import gpu_samples_rollup
+from appliance.gateway.usage import usage_rollup
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 
@@ -55,6 +59,7 @@ class Command(BaseCommand):
         if engine_python and not Path(engine_python).exists():
             raise CommandError(f"{engine_python} does not exist (run `make engine`?)")
         call_command("make_demo_model")
+        self._demo_key(url)
         children: list[subprocess.Popen[bytes]] = []
         stopping = False
 
@@ -90,6 +95,18 @@ class Command(BaseCommand):
                     except subprocess.TimeoutExpired:
                         child.kill()
 
+    def _demo_key(self, url: str) -> None:
+        """Add the demo application's key and the gateway's URL to the credentials file."""
+        path = settings.VAR_DIR / "demo-credentials.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        key = demo_application_key(known_key=saved.get("api_key", ""))
+        if key is None:
+            return
+        if key != saved.get("api_key"):
+            saved.update(api_key=key, base_url=f"{url}/v1")
+            write_private(path, saved)
+            self.stdout.write(f"Demo application key for {url}/v1 saved to {path} (mode 0600)")
+
     def _serve(self, host: str, port: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - our own server
             [
@@ -102,6 +119,7 @@ class Command(BaseCommand):
                 "--port",
                 str(port),
                 "--no-server-header",
+                "--no-access-log",  # a key someone put in a URL must not reach a log
             ]
         )
 
@@ -157,7 +175,7 @@ class Command(BaseCommand):
         )
 
     def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
-        """What celery beat does in production: node liveness and GPU history rollups."""
+        """What celery beat does in production: node liveness, GPU history and usage rollups."""
         next_liveness = next_rollup = 0.0
         while not stopping():
             for child in children:
@@ -169,5 +187,6 @@ class Command(BaseCommand):
                 next_liveness = now + settings.APPLIANCE_HEARTBEAT_SECONDS
             if now >= next_rollup:
                 gpu_samples_rollup()
+                usage_rollup()
                 next_rollup = now + ROLLUP_EVERY_SECONDS
             time.sleep(1)

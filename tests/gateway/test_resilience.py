@@ -1,0 +1,100 @@
+"""Failover between engines, a client that goes away, and the audit log that cannot be written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from appliance.audit.models import AuditEvent, AuditSequence
+from appliance.gateway.models import UsageRecord
+from tests.gateway.test_errors import assert_error, post
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def test_a_refused_connection_is_retried_on_another_engine(
+    gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
+) -> None:
+    alive, dead = fake_engines(), fake_engines()
+    serve(approved_model, [alive, dead])
+    dead.stop()  # its port now refuses connections, as when vLLM crashed
+    _, key = application(grants=[approved_model])
+
+    statuses = [post(gateway, key).status_code for _ in range(6)]
+
+    assert statuses == [200] * 6
+    assert len(alive.requests) == 6
+    attempts = list(UsageRecord.objects.values_list("attempts", flat=True))
+    assert 2 in attempts  # at least one request went to the dead engine first, then on
+
+
+def test_when_every_engine_refuses_the_answer_is_503(
+    gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
+) -> None:
+    first, second = fake_engines(), fake_engines()
+    serve(approved_model, [first, second])
+    first.stop()
+    second.stop()
+    _, key = application(grants=[approved_model])
+
+    error = assert_error(post(gateway, key), 503, "engines_unreachable")
+
+    assert "2 tried" in error["message"]
+    assert UsageRecord.objects.get().attempts == 2
+
+
+def test_load_is_spread_over_the_engines(
+    gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
+) -> None:
+    engines = [fake_engines(), fake_engines()]
+    serve(approved_model, engines)
+    _, key = application(grants=[approved_model])
+    for _ in range(20):
+        post(gateway, key)
+    assert all(len(e.requests) >= 3 for e in engines)  # random tie-breaks, never all on one
+
+
+def test_a_client_that_disconnects_cancels_the_engine_request(
+    gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
+) -> None:
+    engine = fake_engines(hold=True, chunks=50)
+    serve(approved_model, [engine])
+    _, key = application(grants=[approved_model])
+    body = {"model": "base-model", "messages": MESSAGES, "stream": True}
+
+    def read_one_chunk_and_leave() -> bool:
+        url = f"{gateway.url}/chat/completions"
+        with httpx.stream("POST", url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+        return engine.disconnected.wait(5)
+
+    assert gateway.run(read_one_chunk_and_leave)
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_code) == (499, "client_disconnected")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_answer_is_given_when_the_audit_log_cannot_be_written(
+    gateway: Any,
+    application: Any,
+    approved_model: Any,
+    serve: Any,
+    fake_engines: Any,
+    stream: bool,
+) -> None:
+    serve(approved_model, [fake_engines()])
+    _, key = application(grants=[approved_model])
+    before = AuditEvent.objects.count()
+    AuditSequence.objects.all().delete()  # the audit writer cannot take a sequence number
+
+    body = {"model": "base-model", "messages": MESSAGES, "stream": stream}
+    response = post(gateway, key, body)
+
+    error = assert_error(response, 503, "audit_unavailable")
+    assert "fail closed" in error["message"]
+    assert "ok" not in response.text and "t0" not in response.text
+    assert AuditEvent.objects.count() == before
+    assert not UsageRecord.objects.exists()
