@@ -14,6 +14,7 @@ from appliance.api.auth import AUTH
 from appliance.audit.api import router as audit_router
 from appliance.core.api import router as jobs_router
 from appliance.fleet.api import deployments_router, enrollment_router, nodes_router
+from appliance.gateway.api import router as usage_router
 from appliance.registry.api import adapters_router, models_router
 
 api = NinjaAPI(
@@ -39,4 +40,5 @@ api.add_router("/enrollment-tokens", enrollment_router)
 api.add_router("/nodes", nodes_router)
 api.add_router("/deployments", deployments_router)
 api.add_router("/applications", applications_router)
+api.add_router("/usage", usage_router)
 api.add_router("/audit", audit_router)

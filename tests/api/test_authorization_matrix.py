@@ -271,6 +271,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
         path_objects={"application_id": lambda w: w.ungranted_application.pk},
     ),
     ("DELETE", "/api/v1/applications/{application_id}/grants/{grant_id}"): Rule(APPS_MANAGE, 204),
+    # usage (app owners see their own applications' only: tests/gateway/test_usage_api.py)
+    ("GET", "/api/v1/usage"): Rule(EVERYONE, 200),
+    ("GET", "/api/v1/usage/records"): Rule(EVERYONE, 200),
     # audit
     ("GET", "/api/v1/audit/events"): Rule(_only(ADMIN, AUDITOR), 200),
     ("GET", "/api/v1/audit/events/{seq}"): Rule(_only(ADMIN, AUDITOR), 200),
