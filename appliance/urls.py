@@ -8,6 +8,7 @@ from django.urls import include, path, re_path
 from appliance.api.agent_v1 import api as agent_api
 from appliance.api.errors import error_body
 from appliance.api.v1 import api
+from appliance.gateway import views as gateway_views
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -22,6 +23,7 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("healthz", healthz),
+    path("v1", gateway_views.not_found),
     path("v1/", include("appliance.gateway.urls")),
     path("api/v1/", api.urls),
     path("api/agent/v1/", agent_api.urls),

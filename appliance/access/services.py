@@ -14,7 +14,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from appliance.access.changes import access_changed
 from appliance.access.choices import ApplicationStatus, DataClassification, DataPolicy
 from appliance.access.models import ApiKey, Application, Grant
 from appliance.accounts.choices import Role
@@ -22,6 +21,7 @@ from appliance.accounts.models import User
 from appliance.accounts.permissions import Capability, allows, require
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor
+from appliance.core.changes import access_changed
 from appliance.core.errors import Conflict, PermissionDenied, ValidationFailed
 from appliance.core.secrets import find_credential, new_credential
 from appliance.registry.choices import EntryStatus

@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 5.0
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
     weakref.WeakKeyDictionary()
 )
 _down_until = 0.0
@@ -68,9 +72,19 @@ def async_client() -> redis.asyncio.Redis:
     return client
 
 
+def script(source: str) -> Any:
+    """A Lua script registered once per event loop's client (then run by its SHA: EVALSHA)."""
+    loop = asyncio.get_running_loop()
+    scripts = _scripts.setdefault(loop, {})
+    if source not in scripts:
+        scripts[source] = async_client().register_script(source)
+    return scripts[source]
+
+
 def reset() -> None:
     """Forget clients and failures (after REDIS_URL changes, e.g. between tests)."""
     global _down_until
     sync_client.cache_clear()
     _async_clients.clear()
+    _scripts.clear()
     _down_until = 0.0

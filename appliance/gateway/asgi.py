@@ -4,11 +4,15 @@ includes sync-only WhiteNoise)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.utils.module_loading import import_string
+
+from appliance.gateway.errors import GatewayError
 
 MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
@@ -17,6 +21,25 @@ MIDDLEWARE = (
 
 
 class GatewayHandler(ASGIHandler):
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Refuse a body declared too large before Django spools it (and before anything else)."""
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+        limit = settings.APPLIANCE_GATEWAY_MAX_BODY_BYTES
+        if declared.isdigit() and int(declared) > limit:
+            error = GatewayError(
+                413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                }
+            )
+            await send({"type": "http.response.body", "body": json.dumps(error.body()).encode()})
+            return
+        await super().__call__(scope, receive, send)
+
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []

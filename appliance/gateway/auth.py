@@ -6,8 +6,8 @@ import redis
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
-from appliance.access.changes import GENERATION_KEY, local_generation
 from appliance.core import redis as shared_redis
+from appliance.core.changes import GENERATION_KEY, local_generation
 from appliance.gateway.errors import GatewayError, unauthenticated
 from appliance.gateway.principals import (
     KeyRefused,

@@ -2,7 +2,9 @@
 
 Everything here runs on the event loop; the database is reached through ``sync_to_async`` only
 for what the caches do not hold (a key not seen lately, the route table every few seconds, the
-audit event and usage record).
+audit event and usage record). Each admitted request is an ``Exchange`` whose ending (close the
+engine connection, give back the limits, write the records) runs exactly once on every path:
+an answer, an error, a client that leaves, a stream that is never read.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -28,19 +34,22 @@ from appliance.gateway.auth import authenticate
 from appliance.gateway.choices import Endpoint
 from appliance.gateway.engines import Balancer, Engine, route_table_load
 from appliance.gateway.errors import GatewayError, model_not_found, rate_limited, unavailable
-from appliance.gateway.limits import Limiter
+from appliance.gateway.limits import Admission, Limiter
 from appliance.gateway.records import Inference
 from appliance.gateway.requests import cap_tokens, request_body, wants_usage
 from appliance.gateway.sse import StreamMeter, usage_of
 from appliance.gateway.upstream import engine_client
 
+logger = logging.getLogger(__name__)
+
 RETRY_STATUSES = frozenset({502, 503, 504})
-CONNECTION_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 PATHS: dict[str, str] = {
     Endpoint.CHAT: "/v1/chat/completions",
     Endpoint.COMPLETIONS: "/v1/completions",
     Endpoint.EMBEDDINGS: "/v1/embeddings",
 }
+USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+BYTES_PER_TOKEN = 4  # for charging a prompt whose usage the engine never reported
 
 
 async def _seed_budget(application_id: int, now: float) -> int:
@@ -52,12 +61,22 @@ async def _seed_budget(application_id: int, now: float) -> int:
 balancer = Balancer()
 limiter = Limiter(_seed_budget)
 bookkeeping: set[asyncio.Task[None]] = set()
+_route_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def settle(work: Coroutine[Any, Any, None]) -> None:
-    """Run end-of-request bookkeeping (release limits, write usage) to the end even when the
-    client has gone and the request's task is being cancelled."""
-    task = asyncio.ensure_future(work)
+    """Run end-of-request bookkeeping to the end even when the client has gone and the request's
+    task is being cancelled; its failures are logged (the client has its answer already)."""
+
+    async def guarded() -> None:
+        try:
+            await work
+        except Exception:
+            logger.exception("gateway bookkeeping failed")
+
+    task = asyncio.ensure_future(guarded())
     bookkeeping.add(task)
     task.add_done_callback(bookkeeping.discard)
     with contextlib.suppress(asyncio.CancelledError):
@@ -71,60 +90,117 @@ def _audit_unavailable() -> GatewayError:
     )
 
 
-async def _finish(inference: Inference, *, audit: bool) -> None:
+async def _record(inference: Inference, *, audit: bool) -> None:
+    """Usage record (and audit event); a 503 if the audit event cannot be written."""
     try:
         await sync_to_async(records.inference_finish)(inference, audit=audit)
     except AuditUnavailable:
         raise _audit_unavailable() from None
 
 
+class Exchange:
+    """An admitted request: its engine connection, its place in the limits, its records."""
+
+    def __init__(self, inference: Inference, admission: Admission) -> None:
+        self.inference = inference
+        self.admission = admission
+        self.engine: Engine | None = None  # counted in balancer.outstanding while set
+        self.response: httpx.Response | None = None
+        self.audited = False
+        self.ended = False
+
+    def fail(self, status: int, code: str) -> None:
+        self.inference.status, self.inference.error_code = status, code
+
+    async def close_upstream(self) -> None:
+        response, engine = self.response, self.engine
+        self.response = self.engine = None
+        try:
+            if response is not None:
+                await response.aclose()
+        finally:
+            if engine is not None:
+                balancer.outstanding[engine.instance] -= 1
+
+    async def end(self) -> None:
+        """Close, give back, record: once. Raises the 503 of a failed audit write."""
+        if self.ended:
+            return
+        self.ended = True
+        inference = self.inference
+        try:
+            await self.close_upstream()
+        finally:
+            try:
+                tokens = inference.prompt_tokens + inference.completion_tokens
+                await limiter.release(self.admission, tokens)
+            finally:
+                await _record(inference, audit=not self.audited)
+
+    async def end_after_client_left(self) -> None:
+        if not self.inference.status:
+            self.fail(499, "client_disconnected")
+        if not self.inference.prompt_tokens:
+            self.inference.prompt_tokens = self.inference.prompt_estimate
+        await settle(self.end())
+
+
 async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | StreamingHttpResponse:
     arrived, started = timezone.now(), time.monotonic()
     principal = await authenticate(request)
     body = request_body(request, endpoint)
-    stream = bool(body.get("stream"))
-    inference = Inference(principal, endpoint, body["model"], stream, arrived, started)
+    inference = Inference(
+        principal,
+        endpoint,
+        body["model"],
+        bool(body.get("stream")),
+        arrived,
+        started,
+        request_id=current_request_id(),
+        prompt_estimate=len(request.body) // BYTES_PER_TOKEN,
+    )
     target = principal.targets.get(body["model"])
     if target is None:
         inference.status, inference.error_code = 404, "model_not_found"
-        await _finish(inference, audit=True)
+        await _record(inference, audit=True)
         raise model_not_found(body["model"])
     inference.target = target
     cap_tokens(body, principal.limits, endpoint)
-    request_id = current_request_id()
-    refusal = await limiter.acquire(principal.application_id, principal.limits, request_id)
-    if refusal is not None:
+    # The concurrency place and the engine's request id are ours, never the client's.
+    slot = uuid.uuid4().hex
+    admission = await limiter.acquire(principal.application_id, principal.limits, slot)
+    if admission.refusal is not None:
+        refusal = admission.refusal
         inference.status, inference.error_code = 429, refusal.code
         await sync_to_async(records.usage_only)(inference)
         raise rate_limited(refusal.message, code=refusal.code, retry_after=refusal.retry_after)
-    released = False
-
-    async def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            tokens = inference.prompt_tokens + inference.completion_tokens
-            await limiter.release(principal.application_id, principal.limits, request_id, tokens)
-
+    exchange = Exchange(inference, admission)
+    deadline = asyncio.get_running_loop().time() + settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
     try:
-        response = await _proxy(inference, body, endpoint, release)
-    except BaseException:
-        await settle(release())
+        return await _proxy(exchange, body, endpoint, slot, deadline)
+    except asyncio.CancelledError:
+        await exchange.end_after_client_left()
         raise
-    if not isinstance(response, StreamingHttpResponse):
-        await settle(release())
-    return response
+    except GatewayError:
+        await exchange.end()  # records the failure set on the exchange (or raises a 503)
+        raise
+    except BaseException:
+        exchange.fail(500, "internal_error")
+        await settle(exchange.end())
+        raise
 
 
-async def _routes(inference: Inference) -> list[Engine]:
-    target = inference.target
+async def _routes(exchange: Exchange) -> list[Engine]:
+    target = exchange.inference.target
     assert target is not None
     if balancer.table_stale():
-        balancer.set_table(await sync_to_async(route_table_load)())
+        lock = _route_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:  # one reload at a time; the others use its result
+            if balancer.table_stale():
+                balancer.set_table(await sync_to_async(route_table_load)())
     engines = balancer.candidates(target.model_id, target.adapter_name)
     if not engines:
-        inference.status, inference.error_code = 503, "no_healthy_engine"
-        await _finish(inference, audit=True)
+        exchange.fail(503, "no_healthy_engine")
         raise unavailable(
             f"No healthy engine serves `{target.name}`: "
             f"{balancer.why_none(target.model_id, target.adapter_name)}.",
@@ -133,18 +209,25 @@ async def _routes(inference: Inference) -> list[Engine]:
     return engines
 
 
+def _timed_out(exchange: Exchange) -> GatewayError:
+    exchange.fail(504, "engine_timeout")
+    return GatewayError(
+        504, "The engine did not answer in time.", type="timeout", code="engine_timeout"
+    )
+
+
 async def _open(
-    inference: Inference, body: dict[str, Any], endpoint: str, engines: list[Engine]
+    exchange: Exchange, body: dict[str, Any], endpoint: str, engines: list[Engine], slot: str
 ) -> httpx.Response:
-    """The engine's response, its headers read; a refused connection (nothing sent to the client
-    yet) is retried on another engine."""
+    """The engine's response, its headers read. A connection that fails before the engine
+    answered (nothing has reached the client yet) is retried on another engine."""
     tried: set[str] = set()
     client = engine_client()
+    inference = exchange.inference
     while True:
         engine = balancer.choose(engines, tried)
         if engine is None:
-            inference.status, inference.error_code = 503, "engines_unreachable"
-            await _finish(inference, audit=True)
+            exchange.fail(503, "engines_unreachable")
             raise unavailable(
                 f"No engine serving `{inference.requested}` answered ({len(tried)} tried).",
                 code="engines_unreachable",
@@ -155,74 +238,58 @@ async def _open(
             "POST",
             engine.base_url + PATHS[endpoint],
             json={**body, "model": engine.served_name},
-            headers={
-                "Authorization": f"Bearer {engine.api_key}",
-                "X-Request-ID": current_request_id(),
-            },
+            headers={"Authorization": f"Bearer {engine.api_key}", "X-Request-ID": slot},
         )
         balancer.outstanding[engine.instance] += 1
+        exchange.engine = engine
         try:
-            response = await client.send(upstream, stream=True)
-        except CONNECTION_FAILURES:
-            balancer.outstanding[engine.instance] -= 1
-            balancer.cool(engine)
-            balancer.forget_table()  # the agent may have moved it: reread at the next request
+            exchange.response = await client.send(upstream, stream=True)
+        except (httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            await _set_aside(exchange, engine)
             continue
         except httpx.TimeoutException:
-            balancer.outstanding[engine.instance] -= 1
-            await _timed_out(inference)
-        except BaseException:
-            balancer.outstanding[engine.instance] -= 1
-            raise
-        if response.status_code in RETRY_STATUSES and len(tried) < len(engines):
-            await response.aclose()
-            balancer.outstanding[engine.instance] -= 1
-            balancer.cool(engine)
+            raise _timed_out(exchange) from None
+        except httpx.TransportError:  # refused, reset, closed before answering
+            await _set_aside(exchange, engine)
             continue
-        return response
+        if exchange.response.status_code in RETRY_STATUSES and len(tried) < len(engines):
+            await _set_aside(exchange, engine)
+            continue
+        return exchange.response
 
 
-async def _timed_out(inference: Inference) -> None:
-    inference.status, inference.error_code = 504, "engine_timeout"
-    await _finish(inference, audit=True)
-    raise GatewayError(
-        504, "The engine did not answer in time.", type="timeout", code="engine_timeout"
-    )
-
-
-async def _engine_broke(inference: Inference) -> None:
-    inference.status, inference.error_code = 502, "engine_stream_broken"
-    await _finish(inference, audit=True)
-    raise GatewayError(
-        502,
-        "The engine closed the connection before answering.",
-        type="api_error",
-        code="engine_stream_broken",
-    )
+async def _set_aside(exchange: Exchange, engine: Engine) -> None:
+    await exchange.close_upstream()
+    balancer.cool(engine)
+    balancer.forget_table()  # the agent may have moved it: reread at the next request
 
 
 async def _proxy(
-    inference: Inference, body: dict[str, Any], endpoint: str, release: Any
+    exchange: Exchange, body: dict[str, Any], endpoint: str, slot: str, deadline: float
 ) -> HttpResponse | StreamingHttpResponse:
-    engines = await _routes(inference)
+    inference = exchange.inference
+    engines = await _routes(exchange)
     client_wants_usage = wants_usage(body)
     if inference.stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    response = await _open(inference, body, endpoint, engines)
-    engine = inference.engine
-    assert engine is not None
-    if inference.stream and response.status_code == 200:
-        return await _stream(inference, response, engine, client_wants_usage, release)
     try:
-        async with asyncio.timeout(settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS):
+        async with asyncio.timeout_at(deadline):
+            response = await _open(exchange, body, endpoint, engines, slot)
+            if inference.stream and response.status_code == 200:
+                return await _stream(exchange, response, client_wants_usage, deadline)
             content = await response.aread()
-    except (TimeoutError, httpx.TimeoutException):
-        await _timed_out(inference)
-    except httpx.HTTPError:
-        await _engine_broke(inference)
-    finally:
-        await response.aclose()
-        balancer.outstanding[engine.instance] -= 1
+    except TimeoutError:
+        raise _timed_out(exchange) from None
+    except httpx.TimeoutException:
+        raise _timed_out(exchange) from None
+    except httpx.TransportError:
+        exchange.fail(502, "engine_stream_broken")
+        raise GatewayError(
+            502,
+            "The engine closed the connection before answering.",
+            type="api_error",
+            code="engine_stream_broken",
+        ) from None
     inference.status = response.status_code
     if response.status_code == 200:
         usage = _usage_of_body(content)
@@ -230,7 +297,7 @@ async def _proxy(
             inference.prompt_tokens, inference.completion_tokens = usage
     else:
         inference.error_code = f"engine_{response.status_code}"
-    await _finish(inference, audit=True)
+    await exchange.end()  # fail closed: no answer without its audit event
     return HttpResponse(
         content,
         status=response.status_code,
@@ -239,87 +306,81 @@ async def _proxy(
 
 
 def _usage_of_body(content: bytes) -> tuple[int, int] | None:
+    """The usage object near the end of an answer, without parsing the whole answer on the
+    event loop (an embedding answer can be megabytes); the whole body only as a fallback."""
+    found = USAGE.search(content, max(0, len(content) - 4096))
     try:
-        document = json.loads(content)
+        document = {"usage": json.loads(found.group(1))} if found else json.loads(content)
     except ValueError:
         return None
     return usage_of(document) if isinstance(document, dict) else None
 
 
 async def _stream(
-    inference: Inference,
-    response: httpx.Response,
-    engine: Engine,
-    client_wants_usage: bool,
-    release: Any,
+    exchange: Exchange, response: httpx.Response, client_wants_usage: bool, deadline: float
 ) -> StreamingHttpResponse:
     """Read to the first event, write the audit event (fail closed), then pass the rest through
-    as it arrives. A client that goes away cancels this generator, which closes the engine's
+    as it arrives. A client that goes away cancels the generator below, which closes the engine's
     connection, and vLLM aborts the request."""
+    inference = exchange.inference
     meter = StreamMeter(client_wants_usage=client_wants_usage)
     lines = response.aiter_lines()
     first: list[bytes] = []
-
-    async def close() -> None:
-        await response.aclose()
-        balancer.outstanding[engine.instance] -= 1
-
+    async for line in lines:
+        chunk = meter.feed(line)
+        if chunk is not None:
+            first.append(chunk)
+            break
+    inference.first_token_at = time.monotonic()
+    inference.status = 200
     try:
-        async with asyncio.timeout(settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS):
-            async for line in lines:
-                chunk = meter.feed(line)
-                if chunk is not None:
-                    first.append(chunk)
-                    break
-        inference.first_token_at = time.monotonic()
-        inference.status = 200
-        await _finish_audit(inference)
-    except BaseException as exc:
-        await close()
-        if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            await _timed_out(inference)
-        if isinstance(exc, httpx.HTTPError):
-            await _engine_broke(inference)
-        raise
+        await sync_to_async(records.inference_audit)(inference)
+    except AuditUnavailable:
+        exchange.fail(503, "audit_unavailable")
+        raise _audit_unavailable() from None
+    exchange.audited = True
 
     async def events() -> AsyncIterator[bytes]:
-        deadline = inference.started + settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
         try:
             for opening in first:
                 yield opening
-            async for line in lines:
-                chunk = meter.feed(line)
-                if chunk is not None:
-                    yield chunk
-                if time.monotonic() > deadline:
-                    inference.error_code = "engine_timeout"
-                    break
-        except asyncio.CancelledError:
+            async with asyncio.timeout_at(deadline):
+                async for line in lines:
+                    chunk = meter.feed(line)
+                    if chunk is not None:
+                        yield chunk
+        except TimeoutError:
+            inference.error_code = "engine_timeout"
+            yield _sse_error("The engine did not finish in time.", "engine_timeout")
+        except httpx.TransportError:
+            inference.error_code = "engine_stream_broken"
+            yield _sse_error("The engine closed the stream.", "engine_stream_broken")
+        except (asyncio.CancelledError, GeneratorExit):
             inference.status, inference.error_code = 499, "client_disconnected"
             raise
-        except httpx.HTTPError:
-            inference.error_code = "engine_stream_broken"
         finally:
-            if meter.usage:
-                inference.prompt_tokens, inference.completion_tokens = meter.usage
+            inference.prompt_tokens, inference.completion_tokens = meter.tokens(
+                inference.prompt_estimate
+            )
             if meter.error_code and not inference.error_code:
                 inference.error_code = meter.error_code
-            await settle(_after_stream(inference, close, release))
+            await settle(exchange.end())
 
     streaming = StreamingHttpResponse(events(), content_type="text/event-stream")
     streaming["Cache-Control"] = "no-cache"
     streaming["X-Accel-Buffering"] = "no"  # a reverse proxy must not buffer the stream
+    # If the client leaves before Django starts reading the generator, its ``finally`` never
+    # runs: end the exchange when the response is dropped instead.
+    loop = asyncio.get_running_loop()
+    weakref.finalize(streaming, _end_unread, loop, exchange)
     return streaming
 
 
-async def _after_stream(inference: Inference, close: Any, release: Any) -> None:
-    await close()
-    await release()
-    await sync_to_async(records.usage_only)(inference)
+def _end_unread(loop: asyncio.AbstractEventLoop, exchange: Exchange) -> None:
+    if not exchange.ended and not loop.is_closed():
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(exchange.end_after_client_left()))
 
 
-async def _finish_audit(inference: Inference) -> None:
-    try:
-        await sync_to_async(records.inference_audit)(inference)
-    except AuditUnavailable:
-        raise _audit_unavailable() from None
+def _sse_error(message: str, code: str) -> bytes:
+    error = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+    return f"data: {json.dumps(error)}\n\n".encode()

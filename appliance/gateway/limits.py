@@ -114,6 +114,17 @@ def _keys(application_id: int, now: float) -> tuple[str, str, str, str]:
 SeedBudget = Callable[[int, float], Awaitable[int]]  # (application id, now) → tokens this month
 
 
+@dataclass
+class Admission:
+    """One request let in (or not), and where it was counted, so it is given back there."""
+
+    application_id: int
+    limits: Limits
+    slot: str
+    refusal: Refusal | None = None
+    backend: str | None = None  # "redis", "local", or None when no limit applies
+
+
 class LocalCounters:
     """The same rules in this process's memory."""
 
@@ -182,7 +193,9 @@ class Limiter:
         self.local = LocalCounters()
         self.seed_budget = seed_budget
 
-    async def acquire(self, application_id: int, limits: Limits, request_id: str) -> Refusal | None:
+    async def acquire(self, application_id: int, limits: Limits, slot: str) -> Admission:
+        """Check and count one request; ``slot`` is a server-made id for its concurrency place."""
+        admission = Admission(application_id, limits, slot)
         if not any(
             (
                 limits.requests_per_minute,
@@ -191,64 +204,61 @@ class Limiter:
                 limits.max_concurrent_requests,
             )
         ):
-            return None
+            return admission
         now = time.time()
         keys = _keys(application_id, now)
         if shared_redis.available():
             try:
-                return await self._acquire_redis(keys, limits, request_id, now, application_id)
+                admission.refusal = await self._acquire_redis(keys, admission, now)
+                admission.backend = "redis"
+                return admission
             except redis.RedisError as exc:
                 shared_redis.mark_down(exc)
         seeded = None
         if limits.monthly_token_budget and keys[3] not in self.local.counts:
             seeded = await self.seed_budget(application_id, now)
-        return self.local.acquire(keys, limits, request_id, now, seeded)
+        admission.refusal = self.local.acquire(keys, limits, slot, now, seeded)
+        admission.backend = "local"
+        return admission
 
     async def _acquire_redis(
-        self,
-        keys: tuple[str, str, str, str],
-        limits: Limits,
-        request_id: str,
-        now: float,
-        application_id: int,
+        self, keys: tuple[str, str, str, str], admission: Admission, now: float
     ) -> Refusal | None:
-        client = shared_redis.async_client()
+        limits = admission.limits
         args: list[Any] = [
             now,
             limits.requests_per_minute or 0,
             limits.tokens_per_minute or 0,
             limits.max_concurrent_requests or 0,
             limits.monthly_token_budget or 0,
-            request_id,
+            admission.slot,
             math.ceil(60 - now % 60),
             _stale_after(),
             month_of(now)[1],
         ]
+        acquire = shared_redis.script(ACQUIRE)
         for _ in range(2):
-            code, retry_after = await client.eval(ACQUIRE, 4, *keys, *args)
+            code, retry_after = await acquire(keys=list(keys), args=args)
             code = code.decode() if isinstance(code, bytes) else code
             if code == "ok":
                 return None
             if code != "seed":
                 return _refusal(code, int(retry_after))
-            used = await self.seed_budget(application_id, now)
-            await client.set(keys[3], used, nx=True, ex=MONTH_KEY_TTL)
+            used = await self.seed_budget(admission.application_id, now)
+            await shared_redis.async_client().set(keys[3], used, nx=True, ex=MONTH_KEY_TTL)
         return None
 
-    async def release(
-        self, application_id: int, limits: Limits, request_id: str, tokens: int
-    ) -> None:
-        """Count a finished request's tokens in the current minute and month."""
-        if not any(
-            (limits.tokens_per_minute, limits.monthly_token_budget, limits.max_concurrent_requests)
-        ):
+    async def release(self, admission: Admission, tokens: int) -> None:
+        """Give back the concurrency place and count the tokens used, where the request was
+        admitted (a Redis admission is released in Redis even if Redis failed meanwhile)."""
+        if admission.backend is None or admission.refusal is not None:
             return
-        keys = _keys(application_id, time.time())
-        if shared_redis.available():
+        keys = _keys(admission.application_id, time.time())
+        if admission.backend == "redis":
             try:
-                client = shared_redis.async_client()
-                await client.eval(RELEASE, 3, keys[1], keys[2], keys[3], request_id, tokens)
-                return
+                release = shared_redis.script(RELEASE)
+                await release(keys=[keys[1], keys[2], keys[3]], args=[admission.slot, tokens])
             except redis.RedisError as exc:
-                shared_redis.mark_down(exc)
-        self.local.release(keys, request_id, tokens)
+                shared_redis.mark_down(exc)  # the place frees itself when it goes stale
+            return
+        self.local.release(keys, admission.slot, tokens)

@@ -1,13 +1,14 @@
 """Who is calling: an application's API key, resolved to its limits and the models it may use.
 
 Resolved keys are cached per process and dropped when the access generation moves (a key revoked,
-a grant or limit changed; see appliance.access.changes) or after APPLIANCE_GATEWAY_CACHE_SECONDS,
+a grant or limit changed; see appliance.core.changes) or after APPLIANCE_GATEWAY_CACHE_SECONDS,
 so the next request after a revocation is refused without a database query on every call.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -155,15 +156,18 @@ class _Entry:
 
 
 class PrincipalCache:
-    """Resolved keys by the hash of the presented secret (never by prefix alone)."""
+    """Resolved keys by the hash of the presented secret (never by prefix alone). Keys that exist
+    and made-up ones are kept apart, so a flood of made-up keys only evicts other made-up ones."""
 
-    MAX_ENTRIES = 10_000
+    MAX_UNKNOWN = 10_000
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._known: dict[str, _Entry] = {}  # bounded by the keys that exist
+        self._unknown: OrderedDict[str, _Entry] = OrderedDict()
 
     def get(self, token: str, generation: object) -> Principal | KeyRefused | None:
-        entry = self._entries.get(hash_credential(token))
+        digest = hash_credential(token)
+        entry = self._known.get(digest) or self._unknown.get(digest)
         if entry is None or entry.generation != generation:
             return None
         if time.monotonic() - entry.loaded_at > settings.APPLIANCE_GATEWAY_CACHE_SECONDS:
@@ -171,12 +175,18 @@ class PrincipalCache:
         return entry.outcome
 
     def put(self, token: str, generation: object, outcome: Principal | KeyRefused) -> None:
-        if len(self._entries) >= self.MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[hash_credential(token)] = _Entry(outcome, generation, time.monotonic())
+        digest = hash_credential(token)
+        entry = _Entry(outcome, generation, time.monotonic())
+        if isinstance(outcome, KeyRefused) and outcome.reason == "unknown":
+            self._unknown[digest] = entry
+            while len(self._unknown) > self.MAX_UNKNOWN:
+                self._unknown.popitem(last=False)
+        else:
+            self._known[digest] = entry
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._known.clear()
+        self._unknown.clear()
 
 
 def well_formed(token: str) -> bool:

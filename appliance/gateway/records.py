@@ -18,7 +18,6 @@ from django.utils import timezone
 from appliance.access.models import ApiKey
 from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
-from appliance.core.context import current_request_id
 from appliance.gateway.engines import Engine
 from appliance.gateway.models import UsageRecord
 from appliance.gateway.principals import Principal, Target
@@ -39,6 +38,8 @@ class Inference:
     stream: bool
     arrived: datetime
     started: float  # time.monotonic() at arrival
+    request_id: str = ""  # the id the client sees (its own X-Request-ID, if plain)
+    prompt_estimate: int = 0  # tokens charged if the engine never reports usage
     target: Target | None = None
     engine: Engine | None = None
     attempts: int = 0
@@ -102,7 +103,7 @@ def usage_record(inference: Inference) -> UsageRecord:
     principal = inference.principal
     record = UsageRecord.objects.create(
         time=inference.arrived,
-        request_id=current_request_id(),
+        request_id=inference.request_id,
         application_id=principal.application_id,
         api_key_id=principal.key_id,
         endpoint=inference.endpoint,
@@ -135,11 +136,12 @@ def _touch_key(key_id: int) -> None:
 
 def inference_finish(inference: Inference, *, audit: bool) -> None:
     """The usage record, and the audit event if it was not written when the stream began, in one
-    transaction. Raises AuditUnavailable (nothing written) if the event cannot be."""
+    transaction. Raises AuditUnavailable (nothing written) if the event cannot be. The audit event
+    goes last: it takes the audit sequence's lock, held until commit."""
     with transaction.atomic():
+        usage_record(inference)
         if audit:
             inference_audit(inference)
-        usage_record(inference)
 
 
 def usage_only(inference: Inference) -> None:

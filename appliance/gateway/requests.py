@@ -20,6 +20,7 @@ REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
     Endpoint.EMBEDDINGS: ("input", (str, list)),
 }
 TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
+MAX_N = 16
 
 
 def request_body(request: HttpRequest, endpoint: str) -> dict[str, Any]:
@@ -74,6 +75,12 @@ def _check_fields(body: dict[str, Any], endpoint: str) -> None:
             not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1
         ):
             raise invalid(f"`{field}` must be a positive integer.", param=field)
+    for field in ("n", "best_of"):
+        count = body.get(field)
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_N
+        ):
+            raise invalid(f"`{field}` must be an integer from 1 to {MAX_N}.", param=field)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise invalid("`stream_options` must be an object.", param="stream_options")
@@ -85,18 +92,32 @@ def cap_tokens(body: dict[str, Any], limits: Limits, endpoint: str) -> None:
     cap = limits.max_tokens_per_request
     if cap is None or endpoint == Endpoint.EMBEDDINGS:
         return
+    choices = max(body.get("n") or 1, body.get("best_of") or 1)  # each choice generates
     for field in TOKEN_FIELDS:
         asked = body.get(field)
-        if asked is not None and asked > cap:
+        if asked is not None and asked * choices > cap:
             raise invalid(
-                f"`{field}` is {asked}; this application may ask for at most {cap} per request.",
+                f"`{field}` times the choices is {asked * choices}; this application may ask for at "
+                f"most {cap} tokens per request.",
                 param=field,
                 code="max_tokens_exceeded",
             )
     if all(body.get(field) is None for field in TOKEN_FIELDS):
-        body["max_tokens"] = cap
+        if choices > cap:
+            raise invalid(
+                f"{choices} choices exceed this application's {cap} tokens per request.",
+                param="n",
+                code="max_tokens_exceeded",
+            )
+        body["max_tokens"] = cap // choices
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
+    for field in ("n", "best_of"):
+        count = body.get(field)
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_N
+        ):
+            raise invalid(f"`{field}` must be an integer from 1 to {MAX_N}.", param=field)
     options = body.get("stream_options") or {}
     return bool(options.get("include_usage"))

@@ -31,7 +31,11 @@ class StreamMeter:
         self.usage: tuple[int, int] | None = None
         self.error_code = ""
         self.done = False
-        self.content_seen = False
+        self.content_chunks = 0  # the fallback count of generated tokens (vLLM: one per chunk)
+
+    def tokens(self, prompt_estimate: int) -> tuple[int, int]:
+        """The engine's usage, or (for a stream cut short) an estimate from what passed."""
+        return self.usage or (prompt_estimate, self.content_chunks)
 
     def feed(self, line: str) -> bytes | None:
         """The bytes to send on for one line (None: nothing)."""
@@ -47,7 +51,7 @@ class StreamMeter:
             if not forward:
                 return None
         else:
-            self.content_seen = True
+            self.content_chunks += 1
         return (line + "\n\n").encode()
 
     def _inspect(self, payload: str) -> bool:
@@ -67,6 +71,6 @@ class StreamMeter:
         if usage is not None:
             self.usage = usage
         if document.get("choices"):
-            self.content_seen = True
+            self.content_chunks += 1
             return True
         return usage is None or self.client_wants_usage

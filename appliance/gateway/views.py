@@ -95,6 +95,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
     return await infer(request, Endpoint.EMBEDDINGS)
 
 
-@gateway_view("GET")
+@csrf_exempt
 async def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    raise GatewayError(404, "No such endpoint.", code="unknown_url")
+    """Any other path under /v1, whatever the method."""
+    return GatewayError(404, "No such endpoint.", code="unknown_url").response()

@@ -20,6 +20,7 @@ from appliance.accounts.permissions import Capability, require
 from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor, system_actor
+from appliance.core.changes import access_changed
 from appliance.core.choices import JobKind
 from appliance.core.errors import Conflict, PermissionDenied, ValidationFailed
 from appliance.core.jobs import job_finish, job_log, job_progress, job_start
@@ -385,6 +386,7 @@ def entry_retire(*, actor: Actor, entry: RegistryEntry) -> RegistryEntry:
         entry.status = EntryStatus.RETIRED
         entry.retired_at = timezone.now()
         entry.save(update_fields=["status", "retired_at"])
+        access_changed()  # gateways stop offering it at once
         audit_record(
             actor=actor,
             action=f"{object_type}.retire",
@@ -489,6 +491,7 @@ def entry_verify_run(*, job_id: str) -> None:
                 for victim in model.objects.filter(artifact=artifact, status__in=usable):
                     victim.status = EntryStatus.QUARANTINED
                     victim.save(update_fields=["status"])
+                    access_changed()  # gateways stop offering it at once
                     audit_record(
                         actor=actor,
                         action=f"{OBJECT_TYPES[model]}.quarantine",

@@ -39,7 +39,12 @@ class FakeEngine:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         document = json.loads(body) if body else {}
         self.requests.append(
-            {"path": scope["path"], "authorization": headers.get("authorization"), "body": document}
+            {
+                "path": scope["path"],
+                "authorization": headers.get("authorization"),
+                "request_id": headers.get("x-request-id"),
+                "body": document,
+            }
         )
         if self.status != 200:
             error = {

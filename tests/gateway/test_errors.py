@@ -203,6 +203,14 @@ def test_a_wrong_method_and_an_unknown_path_answer_in_openai_shape(
     assert_error(wrong_method, 405, "method_not_allowed")
     assert wrong_method.headers["Allow"] == "POST"
     assert_error(unknown, 404, "unknown_url")
+    bare, unknown_post = gateway.run(
+        lambda: (
+            httpx.get(gateway.url, headers=headers),
+            httpx.post(f"{gateway.url}/responses", json={}, headers=headers),
+        )
+    )
+    assert_error(bare, 404, "unknown_url")
+    assert_error(unknown_post, 404, "unknown_url")
 
 
 def test_no_ready_engine_is_503_with_the_reason(

@@ -142,6 +142,10 @@ def test_max_tokens_over_the_cap_is_422_and_a_missing_one_is_capped(
     assert_error(post(gateway, key, body), 422, "max_tokens_exceeded")
     assert post(gateway, key).status_code == 200
     assert limited.engine.requests[-1]["body"]["max_tokens"] == 32
+    several = {"model": "base-model", "messages": MESSAGES, "max_tokens": 20, "n": 2}
+    assert_error(post(gateway, key, several), 422, "max_tokens_exceeded")
+    assert post(gateway, key, {**several, "max_tokens": None, "n": 4}).status_code == 200
+    assert limited.engine.requests[-1]["body"]["max_tokens"] == 8  # 32 tokens over 4 choices
 
 
 def test_limits_hold_per_process_when_redis_is_down(

@@ -1,5 +1,6 @@
-"""Telling gateway processes that keys, grants or limits changed, so cached copies are dropped
-before the next request (a revoked key stops working at once, not after a cache expiry)."""
+"""Telling gateway processes that keys, grants, limits or the registry changed, so cached copies
+are dropped before the next request (a revoked key stops working at once, not after a cache
+expiry)."""
 
 from __future__ import annotations
 
