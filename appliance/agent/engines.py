@@ -155,17 +155,20 @@ def engine_command(
         runtime.host,
         "--port",
         str(port),
-        "--enable-lora",
-        "--max-loras",
-        str(settings["max_loras"]),
-        "--max-lora-rank",
-        str(settings["max_lora_rank"]),
         "--dtype",
         settings["dtype"],
         "--uvicorn-log-level",
         "warning",
         "--disable-uvicorn-access-log",
     ]
+    if settings.get("enable_lora", True):
+        command += [
+            "--enable-lora",
+            "--max-loras",
+            str(settings["max_loras"]),
+            "--max-lora-rank",
+            str(settings["max_lora_rank"]),
+        ]
     if settings.get("max_model_len"):
         command += ["--max-model-len", str(settings["max_model_len"])]
     if spec["device"] != "cpu":

@@ -112,6 +112,7 @@ class EngineSettings(Schema):
     quantization: str
     max_loras: int
     max_lora_rank: int
+    enable_lora: bool = True  # false for pooling (embedding) models, which take no adapters
 
 
 class DesiredEngine(Schema):

@@ -110,6 +110,13 @@ def _check_settings(
 
 
 def _check_adapters(adapters: Iterable[Adapter], model: BaseModel, max_lora_rank: int) -> None:
+    adapters = list(adapters)
+    if adapters and not model.generates:
+        raise ValidationFailed(
+            f"{model.name} ({model.architecture}) is an embedding model; it takes no adapters.",
+            code="adapters_not_supported",
+            fields={"adapter_ids": ["Not for an embedding model."]},
+        )
     for adapter in adapters:
         if adapter.status != EntryStatus.APPROVED:
             raise Conflict(

@@ -110,6 +110,7 @@ def desired_engines(node: Node, wanted: list[EngineInstance] | None = None) -> l
                     "quantization": deployment.quantization,
                     "max_loras": deployment.max_loras,
                     "max_lora_rank": deployment.max_lora_rank,
+                    "enable_lora": deployment.model.generates,
                 },
                 "api_key": engine_api_key(instance.pk),
             }

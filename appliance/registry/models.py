@@ -76,6 +76,12 @@ class BaseModel(RegistryEntry):
     class Meta(RegistryEntry.Meta):
         pass
 
+    @property
+    def generates(self) -> bool:
+        """A text generator (``…ForCausalLM``), which takes LoRA adapters; otherwise a pooling
+        model (an encoder such as BertModel) that serves embeddings."""
+        return self.architecture.endswith("ForCausalLM")
+
 
 class Adapter(RegistryEntry):
     """A LoRA adapter for one base model, validated against that model's shapes."""

@@ -192,6 +192,13 @@ def test_command_enables_lora_with_the_deployments_limits() -> None:
     assert option(command, "--max-lora-rank") == "32"
 
 
+def test_command_of_an_embedding_model_has_no_lora_options() -> None:
+    command = command_for(spec("cpu", enable_lora=False))
+
+    assert not [arg for arg in command if "lora" in arg]
+    assert option(command, "--served-model-name") == "chat"
+
+
 @pytest.mark.parametrize("device", ["gpu", "cpu"])
 def test_command_never_logs_requests_or_runs_at_debug(device: str) -> None:
     command = command_for(spec(device), adapter_dirs={"legal": Path("/a/legal")})
