@@ -57,14 +57,24 @@ CSRF_TRUSTED_ORIGINS = env_list("APPLIANCE_CSRF_TRUSTED_ORIGINS", [])
 
 DATABASE_URL = env_secret("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    }
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "appliance.sqlite3"),
-            # IMMEDIATE serialises writers up front, so audit sequence numbers never race.
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # IMMEDIATE serialises writers up front, so audit sequence numbers never race. WAL lets
+            # readers (the gateway, the console) go on while one writer commits; synchronous=FULL
+            # keeps every committed audit event through a power cut.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+            },
+            "CONN_MAX_AGE": 60,  # the gateway's database thread keeps its connection
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

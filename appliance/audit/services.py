@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, transaction
@@ -35,35 +36,74 @@ def audit_record(
 
     ``details`` must hold no secrets and no prompt or completion text.
     """
+    entry = AuditEntry(
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        outcome=outcome,
+        details=details or {},
+        request_id=current_request_id(),
+        source_ip=current_source_ip(),
+    )
+    return audit_record_many([entry])[0]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An event to append, with the request it belongs to named explicitly (for writers that
+    record several requests at once, such as the gateway's group commit)."""
+
+    actor: Actor
+    action: str
+    object_type: str = ""
+    object_id: str | int = ""
+    outcome: str = Outcome.SUCCESS
+    details: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    source_ip: str = ""
+
+
+def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
+    """Append events with consecutive ``seq`` in one statement each for the sequence and the rows.
+    Fails closed like ``audit_record``."""
     try:
         with transaction.atomic():
             # The UPDATE takes the counter row's lock until commit, so seq is gap-free and events
             # become visible in seq order.
-            AuditSequence.objects.filter(pk=1).update(value=F("value") + 1)
-            seq = AuditSequence.objects.values_list("value", flat=True).get(pk=1)
-            event = AuditEvent(
-                seq=seq,
-                time=timezone.now(),
-                actor_kind=actor.kind,
-                actor_id=str(actor.id),
-                actor_label=actor.label[:200],
-                action=action,
-                object_type=object_type,
-                object_id=str(object_id),
-                outcome=outcome,
-                request_id=current_request_id(),
-                source_ip=current_source_ip(),
-                details=details or {},
-                schema_version=SCHEMA_VERSION,
-            )
-            event.leaf_hash = leaf_hash(canonical_bytes(event_document_of(event)))
-            event.save(force_insert=True)
+            AuditSequence.objects.filter(pk=1).update(value=F("value") + len(entries))
+            last = AuditSequence.objects.values_list("value", flat=True).get(pk=1)
+            now = timezone.now()
+            events = []
+            for seq, entry in enumerate(entries, start=last - len(entries) + 1):
+                event = AuditEvent(
+                    seq=seq,
+                    time=now,
+                    actor_kind=entry.actor.kind,
+                    actor_id=str(entry.actor.id),
+                    actor_label=entry.actor.label[:200],
+                    action=entry.action,
+                    object_type=entry.object_type,
+                    object_id=str(entry.object_id),
+                    outcome=entry.outcome,
+                    request_id=entry.request_id,
+                    source_ip=entry.source_ip,
+                    details=entry.details,
+                    schema_version=SCHEMA_VERSION,
+                )
+                event.leaf_hash = leaf_hash(canonical_bytes(event_document_of(event)))
+                events.append(event)
+            if len(events) == 1:
+                events[0].save(force_insert=True)
+            else:
+                AuditEvent.objects.bulk_create(events)
     except (DatabaseError, AuditSequence.DoesNotExist) as exc:
-        logger.error("audit event %s could not be written: %s", action, type(exc).__name__)
+        actions = ", ".join(sorted({e.action for e in entries}))
+        logger.error("audit events %s could not be written: %s", actions, type(exc).__name__)
         raise AuditUnavailable(
             "The audit log cannot be written right now, so the change was not made."
         ) from exc
-    return event
+    return events
 
 
 def event_document_of(event: AuditEvent) -> dict[str, Any]:

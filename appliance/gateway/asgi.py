@@ -22,7 +22,13 @@ MIDDLEWARE = (
 
 class GatewayHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Refuse a body declared too large before Django spools it (and before anything else)."""
+        """Refuse a body declared too large before Django spools it (and before anything else).
+
+        Unlike Django's handler, requests are not each given their own thread for database work
+        (``ThreadSensitiveContext``): that meant a new thread and a new database connection per
+        request. All of this process's gateway database work shares one thread and its
+        persistent connection; the records of concurrent requests are committed together
+        (appliance.gateway.recorder)."""
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
         limit = settings.APPLIANCE_GATEWAY_MAX_BODY_BYTES
         if declared.isdigit() and int(declared) > limit:
@@ -38,7 +44,7 @@ class GatewayHandler(ASGIHandler):
             )
             await send({"type": "http.response.body", "body": json.dumps(error.body()).encode()})
             return
-        await super().__call__(scope, receive, send)
+        await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []

@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from appliance.core.context import current_request_id
+from appliance.core.context import current_request_id, current_source_ip
 from appliance.core.errors import AuditUnavailable
 from appliance.gateway import records
 from appliance.gateway.auth import authenticate
@@ -35,10 +35,11 @@ from appliance.gateway.choices import Endpoint
 from appliance.gateway.engines import Balancer, Engine, route_table_load
 from appliance.gateway.errors import GatewayError, model_not_found, rate_limited, unavailable
 from appliance.gateway.limits import Admission, Limiter
+from appliance.gateway.recorder import recorder
 from appliance.gateway.records import Inference
 from appliance.gateway.requests import cap_tokens, request_body, wants_usage
 from appliance.gateway.sse import StreamMeter, usage_of
-from appliance.gateway.upstream import engine_client
+from appliance.gateway.upstream import NOT_ANSWERED, engine_session
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,17 @@ def _audit_unavailable() -> GatewayError:
 async def _record(inference: Inference, *, audit: bool) -> None:
     """Usage record (and audit event); a 503 if the audit event cannot be written."""
     try:
-        await sync_to_async(records.inference_finish)(inference, audit=audit)
+        await recorder.write(inference, audit=audit)
     except AuditUnavailable:
         raise _audit_unavailable() from None
+
+
+async def _usage_only(inference: Inference) -> None:
+    """Usage of a request refused before it was forwarded (no audit event is due)."""
+    try:
+        await recorder.write(inference, audit=False)
+    except AuditUnavailable:
+        logger.error("usage record of a refused request not written")
 
 
 class Exchange:
@@ -105,7 +114,7 @@ class Exchange:
         self.inference = inference
         self.admission = admission
         self.engine: Engine | None = None  # counted in balancer.outstanding while set
-        self.response: httpx.Response | None = None
+        self.response: aiohttp.ClientResponse | None = None
         self.audited = False
         self.ended = False
 
@@ -117,7 +126,10 @@ class Exchange:
         self.response = self.engine = None
         try:
             if response is not None:
-                await response.aclose()
+                if response.content.at_eof():
+                    response.release()  # read to the end: the connection goes back to the pool
+                else:
+                    response.close()  # cut short: closing tells vLLM to abort the request
         finally:
             if engine is not None:
                 balancer.outstanding[engine.instance] -= 1
@@ -157,6 +169,7 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         arrived,
         started,
         request_id=current_request_id(),
+        source_ip=current_source_ip(),
         prompt_estimate=len(request.body) // BYTES_PER_TOKEN,
     )
     target = principal.targets.get(body["model"])
@@ -172,7 +185,7 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
     if admission.refusal is not None:
         refusal = admission.refusal
         inference.status, inference.error_code = 429, refusal.code
-        await sync_to_async(records.usage_only)(inference)
+        await _usage_only(inference)
         raise rate_limited(refusal.message, code=refusal.code, retry_after=refusal.retry_after)
     exchange = Exchange(inference, admission)
     deadline = asyncio.get_running_loop().time() + settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
@@ -218,11 +231,11 @@ def _timed_out(exchange: Exchange) -> GatewayError:
 
 async def _open(
     exchange: Exchange, body: dict[str, Any], endpoint: str, engines: list[Engine], slot: str
-) -> httpx.Response:
+) -> aiohttp.ClientResponse:
     """The engine's response, its headers read. A connection that fails before the engine
     answered (nothing has reached the client yet) is retried on another engine."""
     tried: set[str] = set()
-    client = engine_client()
+    session = engine_session()
     inference = exchange.inference
     while True:
         engine = balancer.choose(engines, tried)
@@ -234,25 +247,27 @@ async def _open(
             )
         tried.add(engine.instance)
         inference.engine, inference.attempts = engine, inference.attempts + 1
-        upstream = client.build_request(
-            "POST",
-            engine.base_url + PATHS[endpoint],
-            json={**body, "model": engine.served_name},
-            headers={"Authorization": f"Bearer {engine.api_key}", "X-Request-ID": slot},
-        )
+        payload = json.dumps({**body, "model": engine.served_name}).encode()
+        headers = {
+            "Authorization": f"Bearer {engine.api_key}",
+            "X-Request-ID": slot,
+            "Content-Type": "application/json",
+        }
         balancer.outstanding[engine.instance] += 1
         exchange.engine = engine
         try:
-            exchange.response = await client.send(upstream, stream=True)
-        except (httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            exchange.response = await session.post(
+                engine.base_url + PATHS[endpoint], data=payload, headers=headers
+            )
+        except aiohttp.ConnectionTimeoutError:  # could not connect in time
             await _set_aside(exchange, engine)
             continue
-        except httpx.TimeoutException:
+        except aiohttp.ServerTimeoutError:  # connected, but no answer in time
             raise _timed_out(exchange) from None
-        except httpx.TransportError:  # refused, reset, closed before answering
+        except NOT_ANSWERED:  # refused, reset, closed before answering
             await _set_aside(exchange, engine)
             continue
-        if exchange.response.status_code in RETRY_STATUSES and len(tried) < len(engines):
+        if exchange.response.status in RETRY_STATUSES and len(tried) < len(engines):
             await _set_aside(exchange, engine)
             continue
         return exchange.response
@@ -275,14 +290,12 @@ async def _proxy(
     try:
         async with asyncio.timeout_at(deadline):
             response = await _open(exchange, body, endpoint, engines, slot)
-            if inference.stream and response.status_code == 200:
+            if inference.stream and response.status == 200:
                 return await _stream(exchange, response, client_wants_usage, deadline)
-            content = await response.aread()
-    except TimeoutError:
+            content = await response.read()
+    except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too
         raise _timed_out(exchange) from None
-    except httpx.TimeoutException:
-        raise _timed_out(exchange) from None
-    except httpx.TransportError:
+    except aiohttp.ClientError:
         exchange.fail(502, "engine_stream_broken")
         raise GatewayError(
             502,
@@ -290,18 +303,18 @@ async def _proxy(
             type="api_error",
             code="engine_stream_broken",
         ) from None
-    inference.status = response.status_code
-    if response.status_code == 200:
+    inference.status = response.status
+    if response.status == 200:
         usage = _usage_of_body(content)
         if usage:
             inference.prompt_tokens, inference.completion_tokens = usage
     else:
-        inference.error_code = f"engine_{response.status_code}"
+        inference.error_code = f"engine_{response.status}"
     await exchange.end()  # fail closed: no answer without its audit event
     return HttpResponse(
         content,
-        status=response.status_code,
-        content_type=response.headers.get("content-type", "application/json"),
+        status=response.status,
+        content_type=response.headers.get("Content-Type", "application/json"),
     )
 
 
@@ -317,14 +330,17 @@ def _usage_of_body(content: bytes) -> tuple[int, int] | None:
 
 
 async def _stream(
-    exchange: Exchange, response: httpx.Response, client_wants_usage: bool, deadline: float
+    exchange: Exchange,
+    response: aiohttp.ClientResponse,
+    client_wants_usage: bool,
+    deadline: float,
 ) -> StreamingHttpResponse:
     """Read to the first event, write the audit event (fail closed), then pass the rest through
     as it arrives. A client that goes away cancels the generator below, which closes the engine's
     connection, and vLLM aborts the request."""
     inference = exchange.inference
     meter = StreamMeter(client_wants_usage=client_wants_usage)
-    lines = response.aiter_lines()
+    lines = _lines(response)
     first: list[bytes] = []
     async for line in lines:
         chunk = meter.feed(line)
@@ -334,7 +350,7 @@ async def _stream(
     inference.first_token_at = time.monotonic()
     inference.status = 200
     try:
-        await sync_to_async(records.inference_audit)(inference)
+        await recorder.write(inference, usage=False, audit=True)
     except AuditUnavailable:
         exchange.fail(503, "audit_unavailable")
         raise _audit_unavailable() from None
@@ -352,7 +368,7 @@ async def _stream(
         except TimeoutError:
             inference.error_code = "engine_timeout"
             yield _sse_error("The engine did not finish in time.", "engine_timeout")
-        except httpx.TransportError:
+        except aiohttp.ClientError:
             inference.error_code = "engine_stream_broken"
             yield _sse_error("The engine closed the stream.", "engine_stream_broken")
         except (asyncio.CancelledError, GeneratorExit):
@@ -374,6 +390,12 @@ async def _stream(
     loop = asyncio.get_running_loop()
     weakref.finalize(streaming, _end_unread, loop, exchange)
     return streaming
+
+
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The engine's SSE lines, decoded, without their line ends."""
+    async for raw in response.content:
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def _end_unread(loop: asyncio.AbstractEventLoop, exchange: Exchange) -> None:

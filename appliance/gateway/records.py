@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from appliance.access.models import ApiKey
 from appliance.audit.choices import Outcome
-from appliance.audit.services import audit_record
+from appliance.audit.services import AuditEntry, audit_record_many
+from appliance.core.errors import AuditUnavailable
 from appliance.gateway.engines import Engine
 from appliance.gateway.models import UsageRecord
 from appliance.gateway.principals import Principal, Target
@@ -39,6 +40,8 @@ class Inference:
     arrived: datetime
     started: float  # time.monotonic() at arrival
     request_id: str = ""  # the id the client sees (its own X-Request-ID, if plain)
+    source_ip: str = ""
+    finished: float | None = None  # time.monotonic() when the answer was complete
     prompt_estimate: int = 0  # tokens charged if the engine never reports usage
     target: Target | None = None
     engine: Engine | None = None
@@ -50,7 +53,7 @@ class Inference:
     first_token_at: float | None = None
 
     def latency_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000
+        return ((self.finished or time.monotonic()) - self.started) * 1000
 
     def ttft_ms(self) -> float | None:
         if self.first_token_at is None:
@@ -85,23 +88,24 @@ def _outcome(status: int) -> str:
     return Outcome.FAILURE
 
 
-def inference_audit(inference: Inference) -> None:
-    """The Art. 12 event for this inference; raises AuditUnavailable if it cannot be written."""
-    principal = inference.principal
-    audit_record(
-        actor=principal.actor(),
+def _audit_entry(inference: Inference) -> AuditEntry:
+    """The Art. 12 event of this inference."""
+    return AuditEntry(
+        actor=inference.principal.actor(),
         action="inference",
         object_type="model",
         object_id=inference.target.model_id if inference.target else "",
         outcome=_outcome(inference.status),
         details=_details(inference),
+        request_id=inference.request_id,
+        source_ip=inference.source_ip,
     )
 
 
-def usage_record(inference: Inference) -> UsageRecord:
+def _usage_row(inference: Inference) -> UsageRecord:
     target, engine = inference.target, inference.engine
     principal = inference.principal
-    record = UsageRecord.objects.create(
+    return UsageRecord(
         time=inference.arrived,
         request_id=inference.request_id,
         application_id=principal.application_id,
@@ -120,8 +124,6 @@ def usage_record(inference: Inference) -> UsageRecord:
         ttft_ms=inference.ttft_ms(),
         attempts=inference.attempts,
     )
-    _touch_key(principal.key_id)
-    return record
 
 
 def _touch_key(key_id: int) -> None:
@@ -134,23 +136,23 @@ def _touch_key(key_id: int) -> None:
     ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
 
 
-def inference_finish(inference: Inference, *, audit: bool) -> None:
-    """The usage record, and the audit event if it was not written when the stream began, in one
-    transaction. Raises AuditUnavailable (nothing written) if the event cannot be. The audit event
-    goes last: it takes the audit sequence's lock, held until commit."""
-    with transaction.atomic():
-        usage_record(inference)
-        if audit:
-            inference_audit(inference)
-
-
-def usage_only(inference: Inference) -> None:
-    """Usage of a request whose audit event is already written (a stream) or not due (throttled).
-    A failure here is logged, not raised: the answer has been given."""
+def records_write(entries: list[tuple[Inference, bool, bool]]) -> None:
+    """Usage records (first flag) and audit events (second flag) of several requests in one
+    transaction: a group commit, one insert of each for everything that ended together.
+    Raises AuditUnavailable, with nothing written, if any of it cannot be. The audit events go
+    last: they take the audit sequence's lock, held until commit."""
     try:
-        usage_record(inference)
+        with transaction.atomic():
+            rows = [_usage_row(inference) for inference, usage, _ in entries if usage]
+            UsageRecord.objects.bulk_create(rows)
+            for key_id in {row.api_key_id for row in rows}:
+                _touch_key(key_id)
+            events = [_audit_entry(inference) for inference, _, audit in entries if audit]
+            if events:
+                audit_record_many(events)
     except DatabaseError as exc:
-        logger.error("usage record not written: %s", type(exc).__name__)
+        logger.error("gateway records not written: %s", type(exc).__name__)
+        raise AuditUnavailable("The audit log cannot be written right now.") from exc
 
 
 def month_tokens(application_id: int, month_start: datetime) -> int:

@@ -1,30 +1,48 @@
-"""One pooled HTTP client per process (per event loop) for talking to engines."""
+"""One pooled HTTP client per process (per event loop) for talking to engines.
+
+aiohttp rather than httpx here: on the gateway's hot path its C-accelerated client costs a
+fraction of httpx's per request (measured with py-spy under `make bench-gateway`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 
-import httpx
+import aiohttp
 from django.conf import settings
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
+READ_BUFFER = 2**20  # an SSE line (one chunk) may be long; aiohttp's default is 64 KiB
+
+# Failures before the engine answered (refused, reset, closed): nothing reached the client, so
+# another engine may try. Catch aiohttp.ServerTimeoutError (a read timeout) before this.
+NOT_ANSWERED = (aiohttp.ClientConnectionError,)
 
 
-def engine_client() -> httpx.AsyncClient:
+def engine_session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS,
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
                 connect=settings.APPLIANCE_GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                sock_read=settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS,
             ),
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
             trust_env=False,  # engines are on the private network: never via a proxy
-            follow_redirects=False,
+            auto_decompress=False,
+            read_bufsize=READ_BUFFER,
         )
-        _clients[loop] = client
-    return client
+        _sessions[loop] = session
+    return session
+
+
+async def close_session() -> None:
+    """Close this event loop's client (at shutdown, and between test servers)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()

@@ -20,7 +20,7 @@ from appliance.core import redis as shared_redis
 from appliance.fleet import deployments
 from appliance.fleet.choices import Device, EngineState
 from appliance.fleet.models import Deployment, Node
-from appliance.gateway import auth, handler, records
+from appliance.gateway import auth, handler, records, upstream
 from appliance.registry.models import Adapter, BaseModel
 from tests.access.conftest import approved_adapters, approved_model, oscar  # noqa: F401
 from tests.conftest import actor
@@ -86,6 +86,7 @@ class Gateway:
                 await asyncio.gather(*handler.bookkeeping, return_exceptions=True)
             server.should_exit = True
             await task
+            await upstream.close_session()
 
     def client(self, key: str, **options: Any) -> openai.OpenAI:
         return openai.OpenAI(

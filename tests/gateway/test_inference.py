@@ -3,6 +3,7 @@ official OpenAI client, in front of fake engines; what is recorded of each reque
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from typing import Any
 
@@ -179,3 +180,34 @@ def test_last_used_is_recorded_on_the_key(
     gateway.run(lambda: client.chat.completions.create(model="base-model", messages=MESSAGES))
 
     assert app.keys.get().last_used_at is not None
+
+
+def test_requests_committed_together_keep_their_own_request_ids(
+    gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
+) -> None:
+    serve(approved_model, [fake_engines(delay=0.05)])
+    _, key = application(grants=[approved_model])
+    sent = [f"request-{n:04d}" for n in range(12)]
+    body = {"model": "base-model", "messages": MESSAGES}
+
+    def burst() -> list[int]:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = pool.map(
+                lambda rid: httpx.post(
+                    f"{gateway.url}/chat/completions",
+                    json=body,
+                    timeout=20,
+                    headers={"Authorization": f"Bearer {key}", "X-Request-ID": rid},
+                ),
+                sent,
+            )
+            return [a.status_code for a in answers]
+
+    assert gateway.run(burst) == [200] * 12
+    audited = dict(
+        AuditEvent.objects.filter(action="inference").values_list("request_id", "details")
+    )
+    assert sorted(audited) == sent
+    assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == sent
+    seqs = list(AuditEvent.objects.filter(action="inference").values_list("seq", flat=True))
+    assert seqs == list(range(seqs[0], seqs[0] + 12))  # gap-free, whatever the batching

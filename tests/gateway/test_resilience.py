@@ -26,12 +26,14 @@ def test_a_refused_connection_is_retried_on_another_engine(
     dead.stop()  # its port now refuses connections, as when vLLM crashed
     _, key = application(grants=[approved_model])
 
-    statuses = [post(gateway, key).status_code for _ in range(6)]
+    statuses = [post(gateway, key).status_code for _ in range(20)]
 
-    assert statuses == [200] * 6
-    assert len(alive.requests) == 6
+    assert statuses == [200] * 20
+    assert len(alive.requests) == 20
     attempts = list(UsageRecord.objects.values_list("attempts", flat=True))
-    assert 2 in attempts  # at least one request went to the dead engine first, then on
+    # Engines are picked at random among equals: some request met the dead one first (the
+    # chance that none of 20 did is one in a million), and went on to the live one.
+    assert 2 in attempts
 
 
 def test_when_every_engine_refuses_the_answer_is_503(
