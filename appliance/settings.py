@@ -274,5 +274,11 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env_str("APPLIANCE_LOG_LEVEL", "INFO")},
     # Django logs request details for 4xx/5xx; the request line is enough, never bodies.
-    "loggers": {"django.request": {"level": "ERROR"}, "django.server": {"level": "WARNING"}},
+    # HTTP clients log every call's URL at INFO: noise on the gateway's hot path.
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
