@@ -38,7 +38,7 @@ from appliance.gateway.limits import Admission, Limiter
 from appliance.gateway.recorder import recorder
 from appliance.gateway.records import Inference
 from appliance.gateway.requests import cap_tokens, request_body, wants_usage
-from appliance.gateway.sse import StreamMeter, usage_of
+from appliance.gateway.sse import StreamMeter, model_renaming, usage_of
 from appliance.gateway.upstream import NOT_ANSWERED, engine_session
 
 logger = logging.getLogger(__name__)
@@ -308,6 +308,9 @@ async def _proxy(
         usage = _usage_of_body(content)
         if usage:
             inference.prompt_tokens, inference.completion_tokens = usage
+        rename = model_renaming(exchange_engine(exchange).served_name, inference.requested)
+        if rename is not None:
+            content = content.replace(rename[0].encode(), rename[1].encode(), 1)
     else:
         inference.error_code = f"engine_{response.status}"
     await exchange.end()  # fail closed: no answer without its audit event
@@ -316,6 +319,12 @@ async def _proxy(
         status=response.status,
         content_type=response.headers.get("Content-Type", "application/json"),
     )
+
+
+def exchange_engine(exchange: Exchange) -> Engine:
+    engine = exchange.inference.engine
+    assert engine is not None
+    return engine
 
 
 def _usage_of_body(content: bytes) -> tuple[int, int] | None:
@@ -339,7 +348,10 @@ async def _stream(
     as it arrives. A client that goes away cancels the generator below, which closes the engine's
     connection, and vLLM aborts the request."""
     inference = exchange.inference
-    meter = StreamMeter(client_wants_usage=client_wants_usage)
+    meter = StreamMeter(
+        client_wants_usage=client_wants_usage,
+        rename=model_renaming(exchange_engine(exchange).served_name, inference.requested),
+    )
     lines = _lines(response)
     first: list[bytes] = []
     async for line in lines:
@@ -349,12 +361,15 @@ async def _stream(
             break
     inference.first_token_at = time.monotonic()
     inference.status = 200
+    # Marked first: if the client leaves during the write, the (shielded) write still lands and
+    # the exchange's end must not write a second event.
+    exchange.audited = True
     try:
         await recorder.write(inference, usage=False, audit=True)
     except AuditUnavailable:
+        exchange.audited = False
         exchange.fail(503, "audit_unavailable")
         raise _audit_unavailable() from None
-    exchange.audited = True
 
     async def events() -> AsyncIterator[bytes]:
         try:

@@ -12,6 +12,14 @@ from typing import Any
 DONE = "data: [DONE]"
 
 
+def model_renaming(served: str, requested: str) -> tuple[str, str] | None:
+    """Answers name the model as the client did, not the engine's deployment (which the client
+    never sees); vLLM writes the field as ``"model":"NAME"``."""
+    if served == requested:
+        return None
+    return '"model":' + json.dumps(served), '"model":' + json.dumps(requested)
+
+
 def usage_of(document: dict[str, Any]) -> tuple[int, int] | None:
     usage = document.get("usage")
     if not isinstance(usage, dict):
@@ -26,8 +34,9 @@ def usage_of(document: dict[str, Any]) -> tuple[int, int] | None:
 class StreamMeter:
     """Feeds on an engine's SSE lines; says what to forward and remembers usage and errors."""
 
-    def __init__(self, *, client_wants_usage: bool) -> None:
+    def __init__(self, *, client_wants_usage: bool, rename: tuple[str, str] | None = None) -> None:
         self.client_wants_usage = client_wants_usage
+        self.rename = rename  # (the engine's name, the client's name) for the ``model`` field
         self.usage: tuple[int, int] | None = None
         self.error_code = ""
         self.done = False
@@ -52,6 +61,8 @@ class StreamMeter:
                 return None
         else:
             self.content_chunks += 1
+        if self.rename is not None:
+            line = line.replace(self.rename[0], self.rename[1], 1)
         return (line + "\n\n").encode()
 
     def _inspect(self, payload: str) -> bool:

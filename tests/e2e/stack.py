@@ -142,7 +142,15 @@ def start_stack(var: Path) -> Stack:
     stack.manage("bootstrap_admin")
     stack.manage("make_demo_model")
     stack.spawn(
-        [sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "appliance.asgi:application",
+            "--port",
+            str(port),
+            "--no-access-log",  # as run_appliance: a key sent in a URL must not reach a log
+        ],
         "server.log",
     )
 

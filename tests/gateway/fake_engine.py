@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+COMPACT = (",", ":")  # vLLM writes JSON without spaces
+
 
 @dataclass
 class FakeEngine:
@@ -125,7 +127,7 @@ class FakeEngine:
             await send(
                 {
                     "type": "http.response.body",
-                    "body": f"data: {json.dumps(chunk)}\n\n".encode(),
+                    "body": f"data: {json.dumps(chunk, separators=COMPACT)}\n\n".encode(),
                     "more_body": True,
                 }
             )
@@ -146,7 +148,7 @@ class FakeEngine:
             await send(
                 {
                     "type": "http.response.body",
-                    "body": f"data: {json.dumps(last)}\n\n".encode(),
+                    "body": f"data: {json.dumps(last, separators=COMPACT)}\n\n".encode(),
                     "more_body": True,
                 }
             )
@@ -163,7 +165,7 @@ class FakeEngine:
 
 
 async def _json(send: Any, status: int, document: dict[str, Any]) -> None:
-    body = json.dumps(document).encode()
+    body = json.dumps(document, separators=COMPACT).encode()
     await send(
         {
             "type": "http.response.start",

@@ -31,6 +31,7 @@ def test_chat_reaches_the_engine_under_its_served_name_with_the_engine_key(
 
     assert answer.choices[0].message.content == "ok ok ok "
     assert answer.usage.prompt_tokens == 7
+    assert answer.model == "base-model"  # as asked, not the deployment's name
     sent = engine.requests[-1]
     assert sent["path"] == "/v1/chat/completions"
     assert sent["body"]["model"] == "base-model-prod"
@@ -105,7 +106,7 @@ def test_a_stream_arrives_in_chunks_and_its_usage_is_counted_but_not_sent_unaske
     gateway: Any, application: Any, approved_model: Any, serve: Any, fake_engines: Any
 ) -> None:
     engine = fake_engines(chunks=5)
-    serve(approved_model, [engine])
+    serve(approved_model, [engine], name="base-model-eu")
     _, key = application(grants=[approved_model])
     client = gateway.client(key)
 
@@ -121,6 +122,7 @@ def test_a_stream_arrives_in_chunks_and_its_usage_is_counted_but_not_sent_unaske
     )
 
     assert [c.choices[0].delta.content for c in plain] == ["t0 ", "t1 ", "t2 ", "t3 ", "t4 "]
+    assert {c.model for c in plain + with_usage} == {"base-model"}
     assert with_usage[-1].choices == []
     assert with_usage[-1].usage.completion_tokens == 5
     assert engine.requests[0]["body"]["stream_options"] == {"include_usage": True}
