@@ -12,6 +12,8 @@ import openai
 import pytest
 import uvicorn
 from asgiref.sync import async_to_sync, sync_to_async
+from django.core import signals
+from django.db import close_old_connections
 
 from appliance.access import services as access
 from appliance.access.models import Application
@@ -58,7 +60,15 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return async_to_sync(self._serve_while)(fn, *args)
+        # As Django's test client does: the server's request signals run on this thread here, and
+        # must not close the test's database connection (a real close on Postgres).
+        signals.request_started.disconnect(close_old_connections)
+        signals.request_finished.disconnect(close_old_connections)
+        try:
+            return async_to_sync(self._serve_while)(fn, *args)
+        finally:
+            signals.request_started.connect(close_old_connections)
+            signals.request_finished.connect(close_old_connections)
 
     async def _serve_while(self, fn: Callable[..., T], *args: Any) -> T:
         from appliance.asgi import application

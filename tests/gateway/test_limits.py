@@ -4,6 +4,7 @@ process when it is not or when it stops answering."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,14 @@ from tests.gateway.test_errors import assert_error, post
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def early_in_a_minute() -> None:
+    """Limits count in fixed UTC minutes: start a per-minute test where a minute cannot turn
+    under it."""
+    into = time.time() % 60
+    if into > 45:
+        time.sleep(60.5 - into)
 
 
 def use_counters(settings: Any, kind: str) -> str:
@@ -54,6 +63,7 @@ def limited(application: Any, approved_model: Any, serve: Any, fake_engines: Any
 def test_requests_per_minute_answer_429_with_retry_after(
     gateway: Any, limited: Any, counters: str
 ) -> None:
+    early_in_a_minute()
     key = limited(requests_per_minute=2)
     statuses = [post(gateway, key) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
@@ -65,6 +75,7 @@ def test_requests_per_minute_answer_429_with_retry_after(
 def test_the_openai_client_sees_a_rate_limit_error(
     gateway: Any, limited: Any, counters: str
 ) -> None:
+    early_in_a_minute()
     client = gateway.client(limited(requests_per_minute=1))
 
     def twice() -> None:
@@ -76,6 +87,7 @@ def test_the_openai_client_sees_a_rate_limit_error(
 
 
 def test_tokens_per_minute_count_what_was_used(gateway: Any, limited: Any, counters: str) -> None:
+    early_in_a_minute()
     key = limited(tokens_per_minute=15)  # each answer uses 7 + 3 tokens
     statuses = [post(gateway, key).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -151,6 +163,7 @@ def test_max_tokens_over_the_cap_is_422_and_a_missing_one_is_capped(
 def test_limits_hold_per_process_when_redis_is_down(
     gateway: Any, limited: Any, settings: Any, caplog: Any
 ) -> None:
+    early_in_a_minute()
     settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
     shared_redis.reset()
     key = limited(requests_per_minute=2)
@@ -162,6 +175,7 @@ def test_limits_hold_per_process_when_redis_is_down(
 def test_a_redis_counter_is_shared_by_every_gateway_process(
     gateway: Any, limited: Any, settings: Any
 ) -> None:
+    early_in_a_minute()
     use_counters(settings, "redis")
     key = limited(requests_per_minute=2)
     assert post(gateway, key).status_code == 200
