@@ -42,9 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import django
 import httpx
 
-from tests.e2e.stack import REPO, Stack, free_port, start_stack, wait_for
+from tests.e2e.stack import REPO, SECRET_KEY, Stack, free_port, start_stack, wait_for
 
 RESULTS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Gateway overhead (direct vs gateway vs LiteLLM)"
@@ -364,13 +365,18 @@ def shell(stack: Stack, code: str) -> str:
     return stack.manage("shell", "-c", code).stdout.strip()
 
 
-def engine_key(stack: Stack, instance_id: Any) -> str:
-    """The key the engine requires (derived from the stack's SECRET_KEY, as the gateway does)."""
-    return shell(
-        stack,
-        "from appliance.fleet.heartbeats import engine_api_key; "
-        f"print(engine_api_key({str(instance_id)!r}))",
-    ).splitlines()[-1]
+def engine_key(instance_id: Any) -> str:
+    """The key the engine requires, derived here from the stack's SECRET_KEY as the gateway
+    derives it (never printed or passed through another process)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
+    os.environ.setdefault("APPLIANCE_SECRET_KEY", SECRET_KEY)  # no key file written here
+    django.setup()
+    from django.test import override_settings
+
+    from appliance.fleet.heartbeats import engine_api_key
+
+    with override_settings(SECRET_KEY=SECRET_KEY):
+        return engine_api_key(instance_id)
 
 
 @dataclass
@@ -584,7 +590,7 @@ def vllm_phase(
         f"vLLM {engine.get('engine_version') or '?'} (CPU build), ready "
         f"{time.monotonic() - started:.0f} s after the deployment was created"
     )
-    key = engine_key(stack, engine["id"])
+    key = engine_key(engine["id"])
     base = f"http://127.0.0.1:{engine['port']}"
     serve_gateway(stack, "server-vllm.log", options.routes_seconds)
     litellm = (
