@@ -121,7 +121,7 @@ class Exchange:
     def fail(self, status: int, code: str) -> None:
         self.inference.status, self.inference.error_code = status, code
 
-    async def close_upstream(self) -> None:
+    def close_upstream(self) -> None:
         response, engine = self.response, self.engine
         self.response = self.engine = None
         try:
@@ -141,7 +141,7 @@ class Exchange:
         self.ended = True
         inference = self.inference
         try:
-            await self.close_upstream()
+            self.close_upstream()
         finally:
             try:
                 tokens = inference.prompt_tokens + inference.completion_tokens
@@ -260,21 +260,21 @@ async def _open(
                 engine.base_url + PATHS[endpoint], data=payload, headers=headers
             )
         except aiohttp.ConnectionTimeoutError:  # could not connect in time
-            await _set_aside(exchange, engine)
+            _set_aside(exchange, engine)
             continue
         except aiohttp.ServerTimeoutError:  # connected, but no answer in time
             raise _timed_out(exchange) from None
         except NOT_ANSWERED:  # refused, reset, closed before answering
-            await _set_aside(exchange, engine)
+            _set_aside(exchange, engine)
             continue
         if exchange.response.status in RETRY_STATUSES and len(tried) < len(engines):
-            await _set_aside(exchange, engine)
+            _set_aside(exchange, engine)
             continue
         return exchange.response
 
 
-async def _set_aside(exchange: Exchange, engine: Engine) -> None:
-    await exchange.close_upstream()
+def _set_aside(exchange: Exchange, engine: Engine) -> None:
+    exchange.close_upstream()
     balancer.cool(engine)
     balancer.forget_table()  # the agent may have moved it: reread at the next request
 

@@ -43,10 +43,6 @@ class UsageRecord(models.Model):
     def __str__(self) -> str:
         return f"{self.time.isoformat()} {self.application_id} {self.model} {self.status}"
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 class UsageRollup(models.Model):
     """Usage of one application, model and adapter over one hour or day (UTC), recomputed from

@@ -91,29 +91,19 @@ def _targets(application_id: int) -> dict[str, Target]:
         "model__artifact", "adapter__artifact"
     )
     for grant in grants:
-        model = grant.model
-        if model.status != EntryStatus.APPROVED:
+        model, adapter = grant.model, grant.adapter
+        entry = adapter or model
+        if model.status != EntryStatus.APPROVED or entry.status != EntryStatus.APPROVED:
             continue
-        model_digest = model.artifact.digest if model.artifact else ""
-        adapter = grant.adapter
-        if adapter is None:
-            targets[model.name] = Target(
-                name=model.name,
-                model_id=model.pk,
-                model_name=model.name,
-                model_digest=model_digest,
-                created=int(model.imported_at.timestamp()),
-            )
-        elif adapter.status == EntryStatus.APPROVED:
-            targets[adapter.name] = Target(
-                name=adapter.name,
-                model_id=model.pk,
-                model_name=model.name,
-                model_digest=model_digest,
-                adapter_name=adapter.name,
-                adapter_digest=adapter.artifact.digest if adapter.artifact else "",
-                created=int(adapter.imported_at.timestamp()),
-            )
+        targets[entry.name] = Target(
+            name=entry.name,
+            model_id=model.pk,
+            model_name=model.name,
+            model_digest=model.artifact.digest if model.artifact else "",
+            adapter_name=adapter.name if adapter else "",
+            adapter_digest=adapter.artifact.digest if adapter and adapter.artifact else "",
+            created=int(entry.imported_at.timestamp()),
+        )
     return targets
 
 

@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from appliance.access.selectors import application_list
 from appliance.core.actors import Actor
 from appliance.gateway.choices import UsagePeriod
 from appliance.gateway.models import UsageRecord, UsageRollup
+
+M = TypeVar("M", bound=Model)
+
+
+def _visible(
+    queryset: QuerySet[M],
+    *,
+    actor: Actor,
+    time_field: str,
+    since: datetime | None,
+    until: datetime | None,
+    **exact: object,
+) -> QuerySet[M]:
+    """Rows of the applications the actor may see, in [since, until), matching the filters given
+    (None: not filtered)."""
+    rows = queryset.filter(application__in=application_list(actor=actor).order_by())
+    if since:
+        rows = rows.filter(**{f"{time_field}__gte": since})
+    if until:
+        rows = rows.filter(**{f"{time_field}__lt": until})
+    return rows.filter(**{name: value for name, value in exact.items() if value is not None})
 
 
 def usage_rollup_list(
@@ -23,19 +45,17 @@ def usage_rollup_list(
     adapter: str | None = None,
 ) -> QuerySet[UsageRollup]:
     """Hourly or daily usage per application, model and adapter, oldest bucket first."""
-    rollups = UsageRollup.objects.filter(
-        period=period, application__in=application_list(actor=actor).order_by()
-    ).select_related("application")
-    if since:
-        rollups = rollups.filter(start__gte=since)
-    if until:
-        rollups = rollups.filter(start__lt=until)
-    if application_id:
-        rollups = rollups.filter(application_id=application_id)
-    if model:
-        rollups = rollups.filter(model=model)
-    if adapter is not None:
-        rollups = rollups.filter(adapter=adapter)
+    rollups = _visible(
+        UsageRollup.objects.select_related("application"),
+        actor=actor,
+        time_field="start",
+        since=since,
+        until=until,
+        period=period,
+        application_id=application_id,
+        model=model,
+        adapter=adapter,
+    )
     return rollups.order_by("start", "application__name", "model", "adapter", "id")
 
 
@@ -49,17 +69,14 @@ def usage_record_list(
     status: int | None = None,
 ) -> QuerySet[UsageRecord]:
     """Single requests, newest first."""
-    records = UsageRecord.objects.filter(
-        application__in=application_list(actor=actor).order_by()
-    ).select_related("application", "api_key")
-    if since:
-        records = records.filter(time__gte=since)
-    if until:
-        records = records.filter(time__lt=until)
-    if application_id:
-        records = records.filter(application_id=application_id)
-    if model:
-        records = records.filter(model=model)
-    if status:
-        records = records.filter(status=status)
+    records = _visible(
+        UsageRecord.objects.select_related("application", "api_key"),
+        actor=actor,
+        time_field="time",
+        since=since,
+        until=until,
+        application_id=application_id,
+        model=model,
+        status=status,
+    )
     return records.order_by("-time", "-id")

@@ -39,7 +39,6 @@ class StreamMeter:
         self.rename = rename  # (the engine's name, the client's name) for the ``model`` field
         self.usage: tuple[int, int] | None = None
         self.error_code = ""
-        self.done = False
         self.content_chunks = 0  # the fallback count of generated tokens (vLLM: one per chunk)
 
     def tokens(self, prompt_estimate: int) -> tuple[int, int]:
@@ -53,7 +52,6 @@ class StreamMeter:
         if not line.startswith("data:"):
             return (line + "\n").encode()  # comments and other fields pass through
         if line == DONE:
-            self.done = True
             return (line + "\n\n").encode()
         if '"usage"' in line or '"error"' in line:
             forward = self._inspect(line[5:].strip())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from appliance.accounts.services import user_bootstrap_admin
+from appliance.agent.config import write_private
 
 
 class Command(BaseCommand):
@@ -30,12 +29,9 @@ class Command(BaseCommand):
             self.stdout.write("Users already exist; no admin created.")
             return
         user, password = created
-        path = Path(options["credentials_file"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"username": user.username, "password": password}, handle, indent=2)
-        os.chmod(path, 0o600)
+        path = write_private(
+            Path(options["credentials_file"]), {"username": user.username, "password": password}
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created admin {user.username!r} with password {password}\n"
