@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 
@@ -80,19 +81,6 @@ else:
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("TEST", {})["NAME"] = ""  # in-memory for tests
 
-_problems = (
-    production_problems(
-        debug=DEBUG,
-        secret_key=SECRET_KEY,
-        database_engine=DATABASES["default"]["ENGINE"],
-        allowed_hosts=ALLOWED_HOSTS,
-    )
-    if PRODUCTION
-    else []
-)
-if _problems:
-    raise ImproperlyConfigured("Refusing to start in production mode:\n  " + "\n  ".join(_problems))
-
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -106,6 +94,7 @@ INSTALLED_APPS = [
     "appliance.fleet",
     "appliance.access",
     "appliance.gateway",
+    "appliance.privacy",  # stored content (keep_encrypted policy), erasure, master key rotation
 ]
 
 MIDDLEWARE = [
@@ -245,6 +234,45 @@ APPLIANCE_GATEWAY_CACHE_SECONDS = env_int("APPLIANCE_GATEWAY_CACHE_SECONDS", 30,
 APPLIANCE_GATEWAY_ROUTES_SECONDS = env_int("APPLIANCE_GATEWAY_ROUTES_SECONDS", 2, minimum=0)
 APPLIANCE_USAGE_ROLLUP_MINUTES = env_int("APPLIANCE_USAGE_ROLLUP_MINUTES", 5, minimum=1)
 
+# Audit: the checkpoint origin (names this log in signed notes), how often idle checkpoints are
+# re-signed, where export bundles are written; the master key (see appliance/core/crypto.py).
+APPLIANCE_AUDIT_ORIGIN = env_str("APPLIANCE_AUDIT_ORIGIN", "appliance/audit")
+APPLIANCE_ORGANISATION = env_str("APPLIANCE_ORGANISATION", "(set APPLIANCE_ORGANISATION)")
+APPLIANCE_AUDIT_IDLE_CHECKPOINT_MINUTES = env_int(
+    "APPLIANCE_AUDIT_IDLE_CHECKPOINT_MINUTES", 60, minimum=1
+)
+APPLIANCE_AUDIT_EXPORT_DIR = Path(
+    env_str("APPLIANCE_AUDIT_EXPORT_DIR", str(VAR_DIR / "exports"))
+).resolve()
+APPLIANCE_MASTER_KEY_PATH = VAR_DIR / "master.key"
+
+# Audit witness: forward every audit event and checkpoint to a syslog receiver (SIEM) over TCP,
+# TLS in production (docs/audit-witness.md). No address, no traffic.
+APPLIANCE_AUDIT_WITNESS_ADDRESS = env_str("APPLIANCE_AUDIT_WITNESS_ADDRESS")
+APPLIANCE_AUDIT_WITNESS_TLS = env_bool("APPLIANCE_AUDIT_WITNESS_TLS", PRODUCTION)
+APPLIANCE_AUDIT_WITNESS_CA_FILE = env_str("APPLIANCE_AUDIT_WITNESS_CA_FILE")
+APPLIANCE_AUDIT_WITNESS_SPOOL_DIR = Path(
+    env_str("APPLIANCE_AUDIT_WITNESS_SPOOL_DIR", str(VAR_DIR / "witness"))
+).resolve()
+APPLIANCE_AUDIT_WITNESS_HOSTNAME = env_str("APPLIANCE_AUDIT_WITNESS_HOSTNAME", socket.gethostname())
+APPLIANCE_AUDIT_WITNESS_BATCH = env_int("APPLIANCE_AUDIT_WITNESS_BATCH", 500, minimum=1)
+
+# Checked once every setting it looks at has been read.
+_problems = (
+    production_problems(
+        debug=DEBUG,
+        secret_key=SECRET_KEY,
+        database_engine=DATABASES["default"]["ENGINE"],
+        allowed_hosts=ALLOWED_HOSTS,
+        witness_address=APPLIANCE_AUDIT_WITNESS_ADDRESS,
+        witness_tls=APPLIANCE_AUDIT_WITNESS_TLS,
+    )
+    if PRODUCTION
+    else []
+)
+if _problems:
+    raise ImproperlyConfigured("Refusing to start in production mode:\n  " + "\n  ".join(_problems))
+
 # Periodic jobs (celery beat in production; `make run` runs them in process).
 CELERY_BEAT_SCHEDULE = {
     "fleet-mark-offline-nodes": {
@@ -256,7 +284,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gateway.rollup_usage",
         "schedule": 60.0 * APPLIANCE_USAGE_ROLLUP_MINUTES,
     },
+    "audit-checkpoint": {"task": "audit.checkpoint", "schedule": 60.0},
+    "audit-verify": {"task": "audit.verify", "schedule": 24 * 3600.0},
+    "audit-retention-purge": {"task": "audit.retention_purge", "schedule": 24 * 3600.0},
 }
+if APPLIANCE_AUDIT_WITNESS_ADDRESS:
+    CELERY_BEAT_SCHEDULE["audit-witness-forward"] = {
+        "task": "audit.witness_forward",
+        "schedule": 60.0,
+    }
 
 LOGGING = {
     "version": 1,

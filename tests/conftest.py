@@ -14,6 +14,7 @@ from appliance.accounts.choices import Role
 from appliance.accounts.models import User
 from appliance.accounts.services import token_create
 from appliance.core.actors import Actor
+from appliance.core.crypto import master_keys
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -27,6 +28,9 @@ def _fast_and_isolated(settings: Any, tmp_path: Path) -> None:
     settings.APPLIANCE_STAGING_DIR = tmp_path / "staging"
     settings.APPLIANCE_IMPORT_ROOTS = [tmp_path / "import"]
     (tmp_path / "import").mkdir()
+    settings.APPLIANCE_MASTER_KEY_PATH = tmp_path / "master.key"
+    settings.APPLIANCE_AUDIT_EXPORT_DIR = tmp_path / "exports"
+    master_keys.cache_clear()
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",

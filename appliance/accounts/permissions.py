@@ -18,11 +18,17 @@ class Capability(StrEnum):
     REGISTRY_APPROVE = "approve models and adapters"
     JOBS_VIEW = "view background jobs"
     AUDIT_VIEW = "read the audit log"
+    AUDIT_EXPORT = "export or verify the audit log"
+    AUDIT_MANAGE = "rotate the audit signing key"
+    PRIVACY_MANAGE = "manage retention, legal holds and breach records"
     FLEET_VIEW = "view nodes, GPUs and deployments"
     FLEET_MANAGE = "enroll or revoke nodes and change deployments"
     APPS_VIEW_ALL = "view every application"
     APPS_OWN = "create applications and manage their keys"
     APPS_MANAGE = "set applications' limits, policies and owners, and grant models"
+    CONTENT_READ = "read stored prompts and completions"
+    CONTENT_ERASE = "erase any data subject's stored content"  # owners: their applications'
+    MASTER_KEY_ROTATE = "rotate the master key"
 
 
 _ALL = frozenset(Role.values)
@@ -34,11 +40,17 @@ POLICY: dict[Capability, frozenset[str]] = {
     Capability.REGISTRY_APPROVE: frozenset({Role.ADMIN}),
     Capability.JOBS_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
     Capability.AUDIT_VIEW: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Capability.AUDIT_EXPORT: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Capability.AUDIT_MANAGE: frozenset({Role.ADMIN}),
+    Capability.PRIVACY_MANAGE: frozenset({Role.ADMIN}),
     Capability.FLEET_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
     Capability.FLEET_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
     Capability.APPS_VIEW_ALL: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
     Capability.APPS_OWN: frozenset({Role.ADMIN, Role.OPERATOR, Role.APP_OWNER}),
     Capability.APPS_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Capability.CONTENT_READ: frozenset({Role.ADMIN}),
+    Capability.CONTENT_ERASE: frozenset({Role.ADMIN}),
+    Capability.MASTER_KEY_ROTATE: frozenset({Role.ADMIN}),
 }
 
 

@@ -12,9 +12,11 @@ from appliance.accounts.api import auth_router, tokens_router, users_router
 from appliance.api import errors
 from appliance.api.auth import AUTH
 from appliance.audit.api import router as audit_router
+from appliance.audit.compliance_api import router as compliance_router
 from appliance.core.api import router as jobs_router
 from appliance.fleet.api import deployments_router, enrollment_router, nodes_router
 from appliance.gateway.api import router as usage_router
+from appliance.privacy.api import router as privacy_router
 from appliance.registry.api import adapters_router, models_router
 
 api = NinjaAPI(
@@ -42,3 +44,5 @@ api.add_router("/deployments", deployments_router)
 api.add_router("/applications", applications_router)
 api.add_router("/usage", usage_router)
 api.add_router("/audit", audit_router)
+api.add_router("/compliance", compliance_router)
+api.add_router("/privacy", privacy_router)

@@ -6,11 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from appliance.audit.canonical import canonical_bytes, event_document, leaf_hash
+from appliance.audit.canonical import canonical_bytes, event_document, leaf_hash, scrubbed
 from appliance.audit.choices import Outcome
 from appliance.audit.models import AuditEvent, AuditSequence
 from appliance.core.actors import Actor
@@ -71,8 +70,7 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
         with transaction.atomic():
             # The UPDATE takes the counter row's lock until commit, so seq is gap-free and events
             # become visible in seq order.
-            AuditSequence.objects.filter(pk=1).update(value=F("value") + len(entries))
-            last = AuditSequence.objects.values_list("value", flat=True).get(pk=1)
+            last = _reserve(len(entries))
             now = timezone.now()
             events = []
             for seq, entry in enumerate(entries, start=last - len(entries) + 1):
@@ -91,7 +89,7 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
                     details=entry.details,
                     schema_version=SCHEMA_VERSION,
                 )
-                event.leaf_hash = leaf_hash(canonical_bytes(event_document_of(event)))
+                event.leaf_hash = _leaf_of(event)
                 events.append(event)
             if len(events) == 1:
                 events[0].save(force_insert=True)
@@ -104,6 +102,34 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
             "The audit log cannot be written right now, so the change was not made."
         ) from exc
     return events
+
+
+SCRUBBED_FIELDS = ("actor_label", "object_type", "object_id", "request_id", "source_ip", "details")
+
+
+def _leaf_of(event: AuditEvent) -> str:
+    """The event's leaf hash; values canonical JSON cannot encode are scrubbed first (and stored
+    scrubbed, so the row still hashes to its leaf)."""
+    try:
+        return leaf_hash(canonical_bytes(event_document_of(event)))
+    except ValueError:
+        for name in SCRUBBED_FIELDS:
+            setattr(event, name, scrubbed(getattr(event, name)))
+        return leaf_hash(canonical_bytes(event_document_of(event)))
+
+
+def _reserve(count: int) -> int:
+    """Advance the counter by ``count`` and return its new value, in one round trip."""
+    table = AuditSequence._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" SET "value" = "value" + %s WHERE "id" = 1 RETURNING "value"',  # noqa: S608 - our table name
+            [count],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise AuditSequence.DoesNotExist("the audit sequence row is missing")
+    return int(row[0])
 
 
 def event_document_of(event: AuditEvent) -> dict[str, Any]:

@@ -15,3 +15,4 @@ class JobStatus(models.TextChoices):
 class JobKind(models.TextChoices):
     ARTIFACT_IMPORT = "artifact_import"
     ARTIFACT_VERIFY = "artifact_verify"
+    AUDIT_EXPORT = "audit_export"

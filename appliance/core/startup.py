@@ -10,7 +10,13 @@ INSECURE_SECRET_PREFIX = "insecure-embedded-"  # noqa: S105 - a marker, not a ke
 
 
 def production_problems(
-    *, debug: bool, secret_key: str, database_engine: str, allowed_hosts: list[str]
+    *,
+    debug: bool,
+    secret_key: str,
+    database_engine: str,
+    allowed_hosts: list[str],
+    witness_address: str,
+    witness_tls: bool,
 ) -> list[str]:
     """The reasons these settings are unsafe for production, empty when they are fine."""
     problems = []
@@ -28,5 +34,10 @@ def production_problems(
     if not allowed_hosts or "*" in allowed_hosts:
         problems.append(
             "appliance.E004: APPLIANCE_ALLOWED_HOSTS is empty or '*'; list the appliance's host names."
+        )
+    if witness_address and not witness_tls:
+        problems.append(
+            "appliance.E005: the audit witness (APPLIANCE_AUDIT_WITNESS_ADDRESS) would send the "
+            "audit log in plain text; set APPLIANCE_AUDIT_WITNESS_TLS=true."
         )
     return problems

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
+from appliance.access.choices import DataPolicy
 from appliance.core.context import current_request_id, current_source_ip
 from appliance.core.errors import AuditUnavailable
 from appliance.gateway import records
@@ -37,9 +38,22 @@ from appliance.gateway.errors import GatewayError, model_not_found, rate_limited
 from appliance.gateway.limits import Admission, Limiter
 from appliance.gateway.recorder import recorder
 from appliance.gateway.records import Inference
-from appliance.gateway.requests import cap_tokens, request_body, wants_usage
-from appliance.gateway.sse import StreamMeter, model_renaming, usage_of
+from appliance.gateway.requests import (
+    REQUIRED,
+    cap_tokens,
+    content_subject,
+    request_body,
+    wants_usage,
+)
+from appliance.gateway.sse import (
+    CapturingStreamMeter,
+    StreamMeter,
+    choice_texts,
+    model_renaming,
+    usage_of,
+)
 from appliance.gateway.upstream import NOT_ANSWERED, engine_session
+from appliance.privacy.capture import CaptureFailed, capture_open
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +102,14 @@ def _audit_unavailable() -> GatewayError:
     return unavailable(
         "The audit log cannot be written, so no answer is given (fail closed).",
         code="audit_unavailable",
+    )
+
+
+def _content_unavailable() -> GatewayError:
+    return unavailable(
+        "This application's prompts and completions are kept encrypted, and they cannot be "
+        "encrypted right now, so no answer is given (fail closed).",
+        code="content_unavailable",
     )
 
 
@@ -161,6 +183,8 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
     arrived, started = timezone.now(), time.monotonic()
     principal = await authenticate(request)
     body = request_body(request, endpoint)
+    keep = principal.data_policy == DataPolicy.KEEP_ENCRYPTED
+    subject = content_subject(request) if keep else None
     inference = Inference(
         principal,
         endpoint,
@@ -190,6 +214,8 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
     exchange = Exchange(inference, admission)
     deadline = asyncio.get_running_loop().time() + settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
     try:
+        if keep:
+            await _capture(exchange, body, endpoint, subject)
         return await _proxy(exchange, body, endpoint, slot, deadline)
     except asyncio.CancelledError:
         await exchange.end_after_client_left()
@@ -201,6 +227,52 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         exchange.fail(500, "internal_error")
         await settle(exchange.end())
         raise
+
+
+async def _capture(
+    exchange: Exchange, body: dict[str, Any], endpoint: str, subject: str | None
+) -> None:
+    """Seal the prompt under its subject's key before anything is forwarded: without a key there
+    is no answer (fail closed)."""
+    inference = exchange.inference
+    try:
+        inference.content = await sync_to_async(capture_open)(
+            application_id=inference.principal.application_id,
+            request_id=inference.request_id,
+            subject=subject,
+            prompt=body[REQUIRED[endpoint][0]],
+        )
+    except CaptureFailed as exc:
+        logger.error("content to keep cannot be encrypted: %s", exc)
+        exchange.fail(503, "content_unavailable")
+        raise _content_unavailable() from None
+
+
+def _seal_answer(exchange: Exchange, content: bytes) -> None:
+    """Seal the completion before the answer leaves; one that cannot be sealed is withheld."""
+    capture = exchange.inference.content
+    assert capture is not None
+    try:
+        document = json.loads(content)
+    except ValueError:
+        document = None
+    try:
+        capture.seal_completion(choice_texts(document))
+    except Exception as exc:  # whatever it is, the answer must not leave unkept
+        logger.error("completion to keep cannot be encrypted: %s", type(exc).__name__)
+        exchange.fail(503, "content_unavailable")
+        raise _content_unavailable() from None
+
+
+def _seal_stream(inference: Inference, meter: CapturingStreamMeter) -> None:
+    """Seal a stream's completion once it has ended. The client has it already, so a failure can
+    only be logged and marked on the usage record."""
+    assert inference.content is not None
+    try:
+        inference.content.seal_completion(meter.texts())
+    except Exception as exc:  # the stream's bookkeeping must still run
+        logger.error("streamed completion to keep cannot be encrypted: %s", type(exc).__name__)
+        inference.error_code = inference.error_code or "content_unavailable"
 
 
 async def _routes(exchange: Exchange) -> list[Engine]:
@@ -311,6 +383,8 @@ async def _proxy(
         rename = model_renaming(exchange_engine(exchange).served_name, inference.requested)
         if rename is not None:
             content = content.replace(rename[0].encode(), rename[1].encode(), 1)
+        if inference.content is not None and endpoint != Endpoint.EMBEDDINGS:
+            _seal_answer(exchange, content)
     else:
         inference.error_code = f"engine_{response.status}"
     await exchange.end()  # fail closed: no answer without its audit event
@@ -348,10 +422,13 @@ async def _stream(
     as it arrives. A client that goes away cancels the generator below, which closes the engine's
     connection, and vLLM aborts the request."""
     inference = exchange.inference
-    meter = StreamMeter(
-        client_wants_usage=client_wants_usage,
-        rename=model_renaming(exchange_engine(exchange).served_name, inference.requested),
+    rename = model_renaming(exchange_engine(exchange).served_name, inference.requested)
+    capturing = (
+        None
+        if inference.content is None
+        else CapturingStreamMeter(client_wants_usage=client_wants_usage, rename=rename)
     )
+    meter = capturing or StreamMeter(client_wants_usage=client_wants_usage, rename=rename)
     lines = _lines(response)
     first: list[bytes] = []
     async for line in lines:
@@ -395,6 +472,8 @@ async def _stream(
             )
             if meter.error_code and not inference.error_code:
                 inference.error_code = meter.error_code
+            if capturing is not None:
+                _seal_stream(inference, capturing)
             await settle(exchange.end())
 
     streaming = StreamingHttpResponse(events(), content_type="text/event-stream")

@@ -22,6 +22,8 @@ from appliance.core.errors import AuditUnavailable
 from appliance.gateway.engines import Engine
 from appliance.gateway.models import UsageRecord
 from appliance.gateway.principals import Principal, Target
+from appliance.privacy.capture import Capture
+from appliance.privacy.models import StoredContent
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Inference:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     first_token_at: float | None = None
+    content: Capture | None = None  # sealed prompt and completion, where the policy keeps them
 
     def latency_ms(self) -> float:
         return ((self.finished or time.monotonic()) - self.started) * 1000
@@ -137,14 +140,25 @@ def _touch_key(key_id: int) -> None:
 
 
 def records_write(entries: list[tuple[Inference, bool, bool]]) -> None:
-    """Usage records (first flag) and audit events (second flag) of several requests in one
-    transaction: a group commit, one insert of each for everything that ended together.
+    """Usage records (first flag), with the kept content of requests that have it, and audit
+    events (second flag) of several requests in one transaction: a group commit, one insert of
+    each for everything that ended together.
     Raises AuditUnavailable, with nothing written, if any of it cannot be. The audit events go
     last: they take the audit sequence's lock, held until commit."""
     try:
         with transaction.atomic():
-            rows = [_usage_row(inference) for inference, usage, _ in entries if usage]
+            rows: list[UsageRecord] = []
+            kept: list[tuple[UsageRecord, Capture]] = []
+            for inference, usage, _ in entries:
+                if usage:
+                    rows.append(_usage_row(inference))
+                    if inference.content is not None:
+                        kept.append((rows[-1], inference.content))
             UsageRecord.objects.bulk_create(rows)
+            if kept:  # content, with its usage record (bulk_create gave the rows their ids)
+                StoredContent.objects.bulk_create(
+                    [content for row, capture in kept for content in capture.rows(row)]
+                )
             for key_id in {row.api_key_id for row in rows}:
                 _touch_key(key_id)
             events = [_audit_entry(inference) for inference, _, audit in entries if audit]

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from appliance.gateway.choices import Endpoint
 from appliance.gateway.errors import GatewayError, invalid
 from appliance.gateway.principals import Limits
+from appliance.privacy.keys import SUBJECT_RULE, subject_valid
 
 REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
     Endpoint.CHAT: ("messages", list),
@@ -20,6 +21,7 @@ REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
     Endpoint.EMBEDDINGS: ("input", (str, list)),
 }
 TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
+SUBJECT_HEADER = "X-Appliance-Subject"
 MAX_N = 16
 
 
@@ -121,3 +123,19 @@ def wants_usage(body: dict[str, Any]) -> bool:
             raise invalid(f"`{field}` must be an integer from 1 to {MAX_N}.", param=field)
     options = body.get("stream_options") or {}
     return bool(options.get("include_usage"))
+
+
+def content_subject(request: HttpRequest) -> str | None:
+    """The data subject named by ``X-Appliance-Subject`` (None: the application itself); asked
+    only where the application's content is kept. A 400 if the header is malformed."""
+    subject = request.headers.get(SUBJECT_HEADER)
+    if subject is None:
+        return None
+    if not subject_valid(subject):
+        raise GatewayError(
+            400,
+            f"`{SUBJECT_HEADER}` must be {SUBJECT_RULE} (a patient or customer id, say), "
+            "or be left out to file the content under the application itself.",
+            code="invalid_subject",
+        )
+    return subject

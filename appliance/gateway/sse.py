@@ -83,3 +83,51 @@ class StreamMeter:
             self.content_chunks += 1
             return True
         return usage is None or self.client_wants_usage
+
+
+def _add_text(texts: dict[int, list[str]], choice: Any, part: str) -> None:
+    """Append the text of one choice (``message``/``delta`` content in chat, ``text`` otherwise)."""
+    if not isinstance(choice, dict):
+        return
+    holder = choice.get(part)
+    text = holder.get("content") if isinstance(holder, dict) else choice.get("text")
+    if isinstance(text, str) and text:
+        index = choice.get("index", 0)
+        texts.setdefault(index if isinstance(index, int) else 0, []).append(text)
+
+
+def _joined(texts: dict[int, list[str]]) -> list[str]:
+    return ["".join(texts[index]) for index in sorted(texts)]
+
+
+def choice_texts(document: Any) -> list[str]:
+    """The text of each choice of a (non-streamed) answer, in index order."""
+    texts: dict[int, list[str]] = {}
+    choices = document.get("choices") if isinstance(document, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        _add_text(texts, choice, "message")
+    return _joined(texts)
+
+
+class CapturingStreamMeter(StreamMeter):
+    """A StreamMeter that also collects the text of each choice, for applications whose content
+    is kept (the others use the plain meter and parse no more than before)."""
+
+    def __init__(self, *, client_wants_usage: bool, rename: tuple[str, str] | None = None) -> None:
+        super().__init__(client_wants_usage=client_wants_usage, rename=rename)
+        self._texts: dict[int, list[str]] = {}
+
+    def feed(self, line: str) -> bytes | None:
+        if line.startswith("data:") and line != DONE:
+            try:
+                document = json.loads(line[5:])
+            except ValueError:
+                document = None
+            choices = document.get("choices") if isinstance(document, dict) else None
+            for choice in choices if isinstance(choices, list) else ():
+                _add_text(self._texts, choice, "delta")
+        return super().feed(line)
+
+    def texts(self) -> list[str]:
+        """The concatenated deltas of each choice, in index order."""
+        return _joined(self._texts)

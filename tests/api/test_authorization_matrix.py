@@ -14,19 +14,27 @@ import json
 import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.utils import timezone
 
 from appliance.access import services as access
 from appliance.access.models import ApiKey, Application, Grant
 from appliance.accounts.models import ApiToken, User
 from appliance.accounts.services import token_create
 from appliance.api.v1 import api
-from appliance.audit.models import AuditEvent
+from appliance.audit.breaches import breach_record
+from appliance.audit.checkpoints import checkpoint_latest
+from appliance.audit.exports import audit_export_build, audit_export_request
+from appliance.audit.models import AuditEvent, AuditExport
+from appliance.audit.retention import legal_hold_place
+from appliance.core.actors import system_actor
 from appliance.core.models import Job
 from appliance.fleet import services as fleet
 from appliance.fleet.deployments import deployment_create
@@ -37,6 +45,7 @@ from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 from tests.conftest import PASSWORD, ApiClient, actor, make_user
 from tests.fleet.conftest import gpu_reading
+from tests.privacy.conftest import store_exchange
 from tests.support import write_adapter_dir, write_model_dir
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +82,7 @@ class World:
     api_key: ApiKey  # a live key of ``application``
     grant: Grant  # ``application`` may use ``approved_model``
     ungranted_application: Application  # owen's too, with no grants yet
+    export: AuditExport  # a finished audit export bundle, built last (its checkpoint covers all)
 
     def path_values(self) -> dict[str, Any]:
         return {
@@ -88,6 +98,7 @@ class World:
             "application_id": self.application.pk,
             "key_id": self.api_key.pk,
             "grant_id": self.grant.pk,
+            "export_id": self.export.pk,
         }
 
 
@@ -104,6 +115,8 @@ class Rule:
     hidden_from: frozenset[str] = frozenset()  # roles for whom the object looks missing (404)
     body: Body | None = None
     multipart: bool = False
+    binary: bool = False  # a file download: the body is read from the stream, not parsed
+    query: Body | None = None  # query parameters the operation needs
     path_objects: Mapping[str, Callable[[World], Any]] = field(default_factory=dict)
 
     def expected_status(self, persona: str) -> int:
@@ -146,9 +159,48 @@ APPS_OWNER_OR_MANAGER = _only(ADMIN, OPERATOR, APP_OWNER)
 APPS_MANAGE = _only(ADMIN, OPERATOR)
 
 
+def _legal_hold(world: World) -> int:
+    return legal_hold_place(actor=system_actor(), name="Case 7", reason="Counsel's request").pk
+
+
+def _breach_body(world: World) -> dict[str, Any]:
+    return {
+        "title": "Misdirected export",
+        "description": "An export went to the wrong team.",
+        "aware_at": (timezone.now() - timedelta(hours=1)).isoformat(),
+        "categories": ["usage"],
+    }
+
+
+def _breach(world: World) -> int:
+    fields = _breach_body(world) | {"aware_at": timezone.now() - timedelta(hours=1)}
+    return breach_record(actor=system_actor(), **fields).pk
+
+
+AUDIT_VIEW = _only(ADMIN, AUDITOR)
+AUDIT_EXPORT = _only(ADMIN, AUDITOR)
+
+
 def _deployment_body(world: World) -> dict[str, Any]:
     # The node's second GPU is free, so an allowed role's request is placed (201).
     return {"name": "matrix-deployment", "model_id": world.approved_model.pk}
+
+
+def _signed_size(world: World) -> int:
+    checkpoint = checkpoint_latest()
+    assert checkpoint is not None
+    return checkpoint.tree_size
+
+
+def _stored_request(world: World) -> str:
+    """A request whose content was kept (content is written by the gateway, never by this API)."""
+    store_exchange(world.application, request_id="matrix-request-1")
+    return "matrix-request-1"
+
+
+def _erasure_body(world: World) -> dict[str, Any]:
+    store_exchange(world.application, request_id="matrix-request-2", subject="matrix-subject")
+    return {"application_id": world.application.pk, "subject": "matrix-subject"}
 
 
 MATRIX: dict[tuple[str, str], Rule] = {
@@ -274,9 +326,60 @@ MATRIX: dict[tuple[str, str], Rule] = {
     # usage (app owners see their own applications' only: tests/gateway/test_usage_api.py)
     ("GET", "/api/v1/usage"): Rule(EVERYONE, 200),
     ("GET", "/api/v1/usage/records"): Rule(EVERYONE, 200),
+    # privacy (the app owner persona owns the world's application; another owner's: tests/privacy)
+    ("GET", "/api/v1/privacy/content/{request_id}"): Rule(
+        _only(ADMIN), 200, path_objects={"request_id": _stored_request}
+    ),
+    ("POST", "/api/v1/privacy/subjects/erase"): Rule(
+        _only(ADMIN, APP_OWNER), 200, body=_erasure_body
+    ),
     # audit
     ("GET", "/api/v1/audit/events"): Rule(_only(ADMIN, AUDITOR), 200),
     ("GET", "/api/v1/audit/events/{seq}"): Rule(_only(ADMIN, AUDITOR), 200),
+    ("GET", "/api/v1/audit/key"): Rule(AUDIT_VIEW, 200),
+    ("GET", "/api/v1/audit/checkpoints"): Rule(AUDIT_VIEW, 200),
+    ("GET", "/api/v1/audit/checkpoints/latest"): Rule(AUDIT_VIEW, 200),
+    ("GET", "/api/v1/audit/proofs/inclusion"): Rule(
+        AUDIT_VIEW, 200, query=lambda w: {"seq": w.event.seq, "tree_size": _signed_size(w)}
+    ),
+    ("GET", "/api/v1/audit/proofs/consistency"): Rule(
+        AUDIT_VIEW, 200, query=lambda w: {"first": 1, "second": _signed_size(w)}
+    ),
+    ("GET", "/api/v1/audit/verifications"): Rule(AUDIT_VIEW, 200),
+    ("POST", "/api/v1/audit/exports"): Rule(
+        AUDIT_EXPORT, 202, body=lambda w: {"action": "model.", "outcome": "success"}
+    ),
+    ("GET", "/api/v1/audit/exports"): Rule(AUDIT_EXPORT, 200),
+    ("GET", "/api/v1/audit/exports/{export_id}"): Rule(AUDIT_EXPORT, 200),
+    ("GET", "/api/v1/audit/exports/{export_id}/download"): Rule(AUDIT_EXPORT, 200, binary=True),
+    # compliance: retention, legal holds, breaches, access report
+    ("GET", "/api/v1/compliance/retention"): Rule(AUDIT_VIEW, 200),
+    ("PUT", "/api/v1/compliance/retention/{category}"): Rule(
+        _only(ADMIN),
+        200,
+        body=lambda w: {"days": 500},
+        path_objects={"category": lambda w: "usage"},
+    ),
+    ("GET", "/api/v1/compliance/holds"): Rule(AUDIT_VIEW, 200),
+    ("POST", "/api/v1/compliance/holds"): Rule(
+        _only(ADMIN), 201, body=lambda w: {"name": "Case 7", "reason": "Counsel's request"}
+    ),
+    ("POST", "/api/v1/compliance/holds/{hold_id}/release"): Rule(
+        _only(ADMIN), 200, path_objects={"hold_id": _legal_hold}
+    ),
+    ("GET", "/api/v1/compliance/breaches"): Rule(AUDIT_VIEW, 200),
+    ("POST", "/api/v1/compliance/breaches"): Rule(_only(ADMIN), 201, body=_breach_body),
+    ("POST", "/api/v1/compliance/breaches/{breach_id}/report"): Rule(
+        _only(ADMIN),
+        200,
+        body=lambda w: {"reported_at": timezone.now().isoformat()},
+        path_objects={"breach_id": _breach},
+    ),
+    ("GET", "/api/v1/compliance/access-report"): Rule(
+        AUDIT_VIEW,
+        200,
+        query=lambda w: {"since": "2026-01-01T00:00:00Z", "until": "2099-01-01T00:00:00Z"},
+    ),
 }
 
 ERROR_CODES = {401: "not_authenticated", 403: "permission_denied", 404: "not_found"}
@@ -361,6 +464,10 @@ def build_world(
     api_key, _ = access.api_key_create(actor=bob, application=application, name="spare")
     grant = access.grant_create(actor=bob, application=application, model=approved_model)
     ungranted = access.application_create(actor=bob, name="matrix-app-2", owner=owner)
+    export_job = audit_export_request(actor=bob, filters={}, enqueue=False)
+    audit_export_build(job_id=str(export_job.pk))  # signs a checkpoint over everything above
+    export = AuditExport.objects.get(pk=export_job.object_id)
+    assert export.file_name, "the world's audit export did not finish"
     return World(
         persona=persona,
         user=user,
@@ -382,6 +489,7 @@ def build_world(
         api_key=api_key,
         grant=grant,
         ungranted_application=ungranted,
+        export=export,
     )
 
 
@@ -389,6 +497,17 @@ def send(client: ApiClient, method: str, path: str, rule: Rule, world: World) ->
     """The request a script would make: JSON, or multipart for uploads."""
     relative = path.removeprefix("/api/v1")
     body = rule.body(world) if rule.body else None
+    if rule.query:
+        path += "?" + urlencode(rule.query(world))
+        relative = path.removeprefix("/api/v1")
+    if rule.binary:
+        response = client.client.generic(method, path, headers=client.headers)
+        if response.streaming:  # a FileResponse: reading to the end closes it
+            b"".join(response.streaming_content)
+            response.data = None
+        else:
+            response.data = response.json() if response.content else None
+        return response
     if rule.multipart:
         response: Any = client.client.post(path, data=body, headers=client.headers)
         response.data = response.json() if response.content else None

@@ -21,6 +21,8 @@ GOOD: dict[str, Any] = {
     "secret_key": GOOD_KEY,
     "database_engine": POSTGRES,
     "allowed_hosts": ["appliance.example"],
+    "witness_address": "siem.example:6514",
+    "witness_tls": True,
 }
 
 
@@ -46,6 +48,7 @@ def test_a_fifty_character_key_is_long_enough() -> None:
         ({"database_engine": SQLITE}, "appliance.E003"),
         ({"allowed_hosts": []}, "appliance.E004"),
         ({"allowed_hosts": ["appliance.example", "*"]}, "appliance.E004"),
+        ({"witness_tls": False}, "appliance.E005"),
     ],
 )
 def test_each_unsafe_value_is_reported_with_its_own_id(
@@ -56,25 +59,38 @@ def test_each_unsafe_value_is_reported_with_its_own_id(
 
 def test_all_problems_are_reported_at_once() -> None:
     problems = production_problems(
-        debug=True, secret_key="", database_engine=SQLITE, allowed_hosts=["*"]
+        debug=True,
+        secret_key="",
+        database_engine=SQLITE,
+        allowed_hosts=["*"],
+        witness_address="siem.example:514",
+        witness_tls=False,
     )
     assert ids_of(problems) == [
         "appliance.E001",
         "appliance.E002",
         "appliance.E003",
         "appliance.E004",
+        "appliance.E005",
     ]
 
 
-def start_django(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``django.setup()`` in a fresh interpreter with exactly these appliance variables."""
+def test_a_witness_without_tls_is_fine_when_the_witness_is_off() -> None:
+    assert production_problems(**{**GOOD, "witness_address": "", "witness_tls": False}) == []
+
+
+def start_django(
+    env: dict[str, str], code: str = "import django; django.setup()"
+) -> subprocess.CompletedProcess[str]:
+    """``django.setup()`` (or ``code``) in a fresh interpreter with exactly these appliance
+    variables."""
     base = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("APPLIANCE_", "DATABASE_URL", "REDIS_URL", "DJANGO_"))
     }
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+    return subprocess.run(  # noqa: S603 - our own interpreter, running the tests' code
+        [sys.executable, "-c", code],
         cwd=REPO,
         env={**base, "DJANGO_SETTINGS_MODULE": "appliance.settings", **env},
         capture_output=True,

@@ -20,7 +20,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appliance.access.demo import demo_application_key
 from appliance.agent.config import write_private
+from appliance.audit.checkpoints import checkpoint_create
+from appliance.audit.witness import witness_forward
 from appliance.core.actors import system_actor
+from appliance.core.errors import DomainError
 from appliance.fleet import deployments, services
 from appliance.fleet.choices import Device, NodeStatus
 from appliance.fleet.models import Deployment, Node
@@ -175,7 +178,8 @@ class Command(BaseCommand):
         )
 
     def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
-        """What celery beat does in production: node liveness, GPU history and usage rollups."""
+        """What celery beat does in production: node liveness, GPU history, usage rollups and
+        audit checkpoints."""
         next_liveness = next_rollup = 0.0
         while not stopping():
             for child in children:
@@ -188,5 +192,10 @@ class Command(BaseCommand):
             if now >= next_rollup:
                 gpu_samples_rollup()
                 usage_rollup()
+                try:
+                    checkpoint_create()
+                except DomainError as exc:  # say why, keep serving; `audit verify` has details
+                    self.stderr.write(f"audit checkpoint not signed: {exc.detail}")
+                witness_forward()  # does nothing unless a witness address is set
                 next_rollup = now + ROLLUP_EVERY_SECONDS
             time.sleep(1)
