@@ -10,7 +10,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PYTHON := $(ENGINE_VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test engine bench-engine bench-gateway lint format typecheck check-migrations openapi migrate admin clean
+.PHONY: help run test engine bench-engine bench-gateway bench-audit lint format typecheck check-migrations openapi migrate admin clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -85,6 +85,10 @@ bench-gateway: $(VENV)/.dev-installed engine ## Direct vs gateway vs LiteLLM (fa
 		&& .venv-bench/bin/pip install -q -r tests/bench/requirements-litellm.txt \
 		&& touch .venv-bench/.installed; } || echo "LiteLLM could not be installed into .venv-bench"
 	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m tests.bench.bench_gateway $(BENCH_ARGS)
+
+# Needs a Postgres it may create a scratch database in (BENCH_DATABASE_URL, default the local one).
+bench-audit: $(VENV)/.dev-installed ## Audit append, checkpoint, verify of 1M events, export (Postgres); writes docs/benchmarks.md
+	$(BIN)/python -m tests.bench.bench_audit $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv and local state (database, artifacts, credentials)
 	rm -rf $(VENV) $(ENGINE_VENV) .venv-bench var .pytest_cache .mypy_cache .ruff_cache

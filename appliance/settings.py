@@ -237,6 +237,15 @@ APPLIANCE_USAGE_ROLLUP_MINUTES = env_int("APPLIANCE_USAGE_ROLLUP_MINUTES", 5, mi
 # Audit: the checkpoint origin (names this log in signed notes), how often idle checkpoints are
 # re-signed, where export bundles are written; the master key (see appliance/core/crypto.py).
 APPLIANCE_AUDIT_ORIGIN = env_str("APPLIANCE_AUDIT_ORIGIN", "appliance/audit")
+if (
+    not APPLIANCE_AUDIT_ORIGIN.isprintable()
+    or " " in APPLIANCE_AUDIT_ORIGIN
+    or ("+" in APPLIANCE_AUDIT_ORIGIN)
+):  # a signed note's key name (C2SP) is one printable word without '+'
+    raise ImproperlyConfigured(
+        f"APPLIANCE_AUDIT_ORIGIN must be printable, without spaces or '+', "
+        f"not {APPLIANCE_AUDIT_ORIGIN!r}"
+    )
 APPLIANCE_ORGANISATION = env_str("APPLIANCE_ORGANISATION", "(set APPLIANCE_ORGANISATION)")
 APPLIANCE_AUDIT_IDLE_CHECKPOINT_MINUTES = env_int(
     "APPLIANCE_AUDIT_IDLE_CHECKPOINT_MINUTES", 60, minimum=1

@@ -22,6 +22,7 @@ import hashlib
 import json
 import sys
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,21 +158,30 @@ def check_note(note: str, origin: str, tree_size: int, root_hex: str, public_key
 # The bundle.
 
 
+MAX_BUNDLE_BYTES = 16 * 1024**3  # uncompressed; refuses a zip bomb before reading it
+
+
 class Bundle:
     def __init__(self, path: str) -> None:
         try:
-            archive = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise Failure(f"cannot open the bundle: {exc}") from None
-        names = [info.filename for info in archive.infolist()]
-        if len(names) != len(set(names)):
-            raise Failure("the bundle holds a file name twice")
-        missing, extra = EXPECTED_FILES - set(names), set(names) - EXPECTED_FILES
-        if missing or extra:
-            raise Failure(
-                f"the bundle's files differ: missing {sorted(missing)}, unexpected {sorted(extra)}"
-            )
-        self.files = {name: archive.read(name) for name in names}
+            with zipfile.ZipFile(path) as archive:
+                infos = archive.infolist()
+                names = [info.filename for info in infos]
+                if len(names) != len(set(names)):
+                    raise Failure("the bundle holds a file name twice")
+                missing, extra = EXPECTED_FILES - set(names), set(names) - EXPECTED_FILES
+                if missing or extra:
+                    raise Failure(
+                        f"the bundle's files differ: missing {sorted(missing)}, "
+                        f"unexpected {sorted(extra)}"
+                    )
+                if sum(info.file_size for info in infos) > MAX_BUNDLE_BYTES:
+                    raise Failure("the bundle unpacks to more than 16 GiB; refusing to read it")
+                self.files = {name: archive.read(name) for name in names}
+        except (OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+            raise Failure(f"cannot read the bundle: {exc}") from None
+        except (zipfile.BadZipFile, zlib.error) as exc:
+            raise Failure(f"the bundle is not an intact zip: {exc}") from None
 
 
 def load_public_key(pem: bytes) -> bytes:
@@ -270,7 +280,8 @@ def verify(path: str, fingerprint: str, say: Any) -> None:
         key = keys.get(note["key_fingerprint"])
         if key is None:
             raise Failure(f"the {label}'s key is not in the manifest")
-        check_note(note["note"], manifest["origin"], note["tree_size"], note["root"], key)
+        origin = note.get("origin", manifest["origin"])  # a checkpoint signed before a rename
+        check_note(note["note"], origin, note["tree_size"], note["root"], key)
     say("checkpoints", "signed notes verify")
     if previous:
         proof = [bytes.fromhex(h) for h in manifest["previous_to_checkpoint"]]

@@ -15,6 +15,7 @@ from appliance.audit.models import AuditEvent, BreachRecord
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor
 from appliance.core.errors import Conflict, ValidationFailed
+from appliance.core.times import refuse_naive
 
 NOTIFY_WITHIN = timedelta(hours=72)
 MAX_REPORT_ROWS = 10_000
@@ -37,6 +38,7 @@ def breach_record(
 ) -> BreachRecord:
     """Record a breach as soon as someone is aware of it; the deadline follows from ``aware_at``."""
     require(actor, Capability.PRIVACY_MANAGE)
+    refuse_naive(aware_at=aware_at)
     errors: dict[str, list[str]] = {}
     if not title.strip():
         errors["title"] = ["Required."]
@@ -79,19 +81,21 @@ def breach_reported(
 ) -> BreachRecord:
     """Note when the authority was told; after the deadline a reason for the delay is required."""
     require(actor, Capability.PRIVACY_MANAGE)
-    if breach.reported_at is not None:
-        raise Conflict("This breach is already recorded as reported.")
-    late = reported_at > breach.deadline
-    if late and not delay_reason.strip():
-        raise ValidationFailed(
-            "Reported after the 72-hour deadline: Art. 33(1) needs the reasons for the delay.",
-            fields={"delay_reason": ["Required when reporting after the deadline."]},
-        )
-    if reported_at < breach.aware_at:
-        raise ValidationFailed(
-            "Reported before anyone was aware?", fields={"reported_at": ["Before aware_at."]}
-        )
+    refuse_naive(reported_at=reported_at)
     with transaction.atomic():
+        breach = BreachRecord.objects.select_for_update().get(pk=breach.pk)  # one report wins
+        if breach.reported_at is not None:
+            raise Conflict("This breach is already recorded as reported.")
+        late = reported_at > breach.deadline
+        if late and not delay_reason.strip():
+            raise ValidationFailed(
+                "Reported after the 72-hour deadline: Art. 33(1) needs the reasons for the delay.",
+                fields={"delay_reason": ["Required when reporting after the deadline."]},
+            )
+        if reported_at < breach.aware_at:
+            raise ValidationFailed(
+                "Reported before anyone was aware?", fields={"reported_at": ["Before aware_at."]}
+            )
         breach.reported_at = reported_at
         breach.delay_reason = delay_reason.strip()
         breach.save(update_fields=["reported_at", "delay_reason"])
@@ -132,6 +136,7 @@ def access_report(
 ) -> list[AccessRow]:
     """Who did what to which object between ``since`` and ``until``, from the audit log."""
     require(actor, Capability.AUDIT_VIEW)
+    refuse_naive(since=since, until=until)
     if since >= until:
         raise ValidationFailed("The window is empty.", fields={"until": ["Must be after since."]})
     events = AuditEvent.objects.filter(time__gte=since, time__lt=until)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -31,7 +32,7 @@ from appliance.audit.merkle import (
     verify_consistency,
 )
 from appliance.audit.models import AuditCheckpoint, AuditSequence, AuditTile
-from appliance.audit.tree import TILE, StoredTree, stored_events, tile_leaves
+from appliance.audit.tree import TILE, StoredTree, stored_events
 from appliance.core.errors import Conflict
 
 logger = logging.getLogger(__name__)
@@ -79,27 +80,51 @@ def _frontier_of(checkpoint: AuditCheckpoint | None) -> Frontier:
     return frontier
 
 
-def _extend(frontier: Frontier, size: int) -> list[AuditTile]:
-    """Append events ``frontier.size < seq <= size`` to the frontier, recomputing each leaf from
-    its row; returns the tiles completed on the way."""
-    start = frontier.size
-    pending = tile_leaves(start // TILE, start)  # the part of the current tile already signed
-    tiles: list[AuditTile] = []
-    for event in stored_events(frontier.size, size):
-        if event.seq != frontier.size + 1:
-            raise CheckpointRefused(f"event {frontier.size + 1} is missing from the log.")
-        leaf = leaf_hash(event.data)
+def _recomputed(after: int, upto: int) -> Iterator[tuple[int, bytes]]:
+    """(seq, leaf) of events ``after < seq <= upto``, each leaf recomputed from its row and
+    refused unless it matches the leaf stored when the event was written."""
+    expected = after + 1
+    for event in stored_events(after, upto):
+        if event.seq != expected:
+            raise CheckpointRefused(f"event {expected} is missing from the log.")
+        leaf = leaf_hash(event.data) if event.data is not None else b""
         if leaf.hex() != event.stored_leaf:
             raise CheckpointRefused(f"event {event.seq} does not match its stored leaf hash.")
+        yield event.seq, leaf
+        expected += 1
+    if expected != upto + 1:
+        raise CheckpointRefused(f"event {expected} is missing from the log.")
+
+
+def _extend(frontier: Frontier, size: int) -> list[AuditTile]:
+    """Append events ``frontier.size < seq <= size`` to the frontier, recomputing each leaf from
+    its row; returns the tiles completed on the way (their earlier part recomputed too)."""
+    start = frontier.size
+    tile_start = start - start % TILE
+    pending = [leaf for _, leaf in _recomputed(tile_start, start)]
+    tiles: list[AuditTile] = []
+    for seq, leaf in _recomputed(start, size):
         frontier.append(leaf)
         pending.append(leaf)
         if len(pending) == TILE:
-            index = (frontier.size - 1) // TILE
-            tiles.append(AuditTile(index=index, hash=perfect_from_leaves(pending).hex()))
+            tiles.append(
+                AuditTile(index=(seq - 1) // TILE, hash=perfect_from_leaves(pending).hex())
+            )
             pending = []
-    if frontier.size != size:
-        raise CheckpointRefused(f"event {frontier.size + 1} is missing from the log.")
     return tiles
+
+
+def _store_tiles(tiles: list[AuditTile]) -> None:
+    """Write the new tiles; one left by an earlier run must agree, or nothing is signed."""
+    AuditTile.objects.bulk_create(tiles, ignore_conflicts=True)
+    stored = dict(
+        AuditTile.objects.filter(index__in=[t.index for t in tiles]).values_list("index", "hash")
+    )
+    for tile in tiles:
+        if stored.get(tile.index) != tile.hash:
+            raise CheckpointRefused(
+                f"stored tile {tile.index} differs from the events it covers; run `audit verify`."
+            )
 
 
 def _due(previous: AuditCheckpoint | None, size: int, now: datetime) -> bool:
@@ -121,11 +146,14 @@ def checkpoint_create(*, force: bool = False) -> AuditCheckpoint | None:
     frontier = _frontier_of(previous)
     old_size, old_root = frontier.size, frontier.root()
     tiles = _extend(frontier, size)
-    AuditTile.objects.bulk_create(tiles, ignore_conflicts=True)  # a cache: safe to write first
+    _store_tiles(tiles)  # before the proof below, which reads them
     root = frontier.root()
     proof = consistency_proof(old_size, size, StoredTree())
     if not verify_consistency(old_size, size, old_root, root, proof):
-        raise CheckpointRefused(f"the log at size {size} is not consistent with size {old_size}.")
+        raise CheckpointRefused(
+            f"the log at size {size} is not consistent with size {old_size}: a stored tile or "
+            "event was changed; run `audit verify`."
+        )
     origin = settings.APPLIANCE_AUDIT_ORIGIN
     signature = signer_of(key).sign(note_body(origin, size, root))
     try:

@@ -25,6 +25,7 @@ from appliance.audit.models import LegalHold, RetentionPolicy
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor
 from appliance.core.errors import Conflict, NotFound, ValidationFailed
+from appliance.core.times import refuse_naive
 
 SIX_YEARS = 6 * 365 + 2  # days, counting leap days
 
@@ -106,6 +107,7 @@ def legal_hold_place(
 ) -> LegalHold:
     """Stop the purge from removing the data in the hold's scope until it is released."""
     require(actor, Capability.PRIVACY_MANAGE)
+    refuse_naive(starts_at=starts_at, ends_at=ends_at)
     errors = {}
     if not name.strip():
         errors["name"] = ["Give the hold a name."]
@@ -158,6 +160,21 @@ def legal_hold_release(*, actor: Actor, hold: LegalHold) -> LegalHold:
     return hold
 
 
+def legal_hold_covering(
+    *, application_id: int, first: datetime | None, last: datetime | None
+) -> LegalHold | None:
+    """An active hold over any of this application's data created between ``first`` and
+    ``last`` (erasure must not destroy what a hold keeps)."""
+    holds = LegalHold.objects.filter(released_at__isnull=True).filter(
+        Q(application__isnull=True) | Q(application_id=application_id)
+    )
+    if last is not None:
+        holds = holds.filter(Q(starts_at__isnull=True) | Q(starts_at__lte=last))
+    if first is not None:
+        holds = holds.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=first))
+    return holds.order_by("placed_at").first()
+
+
 def _held(holds: list[LegalHold], time_field: str, app_field: str | None) -> Q:
     """Rows any active hold covers."""
     covered = Q(pk__in=[])
@@ -203,14 +220,15 @@ def retention_purge(*, actor: Actor, now: Callable[[], datetime] = timezone.now)
     """Delete what is past its retention and not held; record the counts and cut-offs."""
     require(actor, Capability.PRIVACY_MANAGE)
     moment = now()
-    holds = list(LegalHold.objects.filter(released_at__isnull=True))
     removed: dict[str, Any] = {}
     with transaction.atomic():
+        holds = list(LegalHold.objects.select_for_update().filter(released_at__isnull=True))
         for target in PURGEABLE:
             rows = target.rows()
             if rows is None:
                 continue
-            cutoff = moment - timedelta(days=retention_days(target.category))
+            days = max(retention_days(target.category), FLOORS[target.category])
+            cutoff = moment - timedelta(days=days)
             old = rows.filter(**{f"{target.time_field}__lt": cutoff})
             old = old.exclude(_held(holds, target.time_field, target.app_field))
             _, per_model = old.delete()

@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from ninja import Field, ModelSchema, Schema
-from pydantic import ConfigDict
+from pydantic import AwareDatetime, ConfigDict
 
 from appliance.api.base import InSchema
 from appliance.audit.checkpoints import checkpoint_note
@@ -157,8 +157,8 @@ class LegalHoldIn(InSchema):
     name: str = Field(max_length=100)
     reason: str = Field(max_length=2000)
     application_id: int | None = Field(None, description="Only this application's data.")
-    starts_at: datetime | None = Field(None, description="Data from this time on.")
-    ends_at: datetime | None = Field(None, description="Data before this time.")
+    starts_at: AwareDatetime | None = Field(None, description="Data from this time on.")
+    ends_at: AwareDatetime | None = Field(None, description="Data before this time.")
 
 
 class LegalHoldOut(Schema):
@@ -177,14 +177,16 @@ class LegalHoldOut(Schema):
 class BreachIn(InSchema):
     title: str = Field(max_length=200)
     description: str = Field(max_length=20000)
-    aware_at: datetime = Field(description="When the organisation became aware of the breach.")
-    categories: list[str] = Field(default_factory=list, description="Data categories affected.")
-    subjects_estimate: int | None = Field(None, ge=0)
+    aware_at: AwareDatetime = Field(description="When the organisation became aware of the breach.")
+    categories: list[str] = Field(
+        default_factory=list, max_length=10, description="Data categories affected."
+    )
+    subjects_estimate: int | None = Field(None, ge=0, le=2**31 - 1)
     measures: str = Field("", max_length=20000)
 
 
 class BreachReportIn(InSchema):
-    reported_at: datetime
+    reported_at: AwareDatetime
     delay_reason: str = Field("", max_length=20000)
 
 
@@ -204,8 +206,8 @@ class BreachOut(Schema):
 
 
 class AccessReportFilter(Schema):
-    since: datetime
-    until: datetime
+    since: AwareDatetime
+    until: AwareDatetime
     object_type: str | None = Field(None, max_length=32)
     object_id: str | None = Field(None, max_length=64)
     actor_kind: str | None = Field(None, max_length=16)

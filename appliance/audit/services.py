@@ -9,7 +9,13 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from appliance.audit.canonical import canonical_bytes, event_document, leaf_hash, scrubbed
+from appliance.audit.canonical import (
+    event_bytes,
+    event_document,
+    leaf_hash,
+    needs_scrubbing,
+    scrubbed,
+)
 from appliance.audit.choices import Outcome
 from appliance.audit.models import AuditEvent, AuditSequence
 from appliance.core.actors import Actor
@@ -111,11 +117,14 @@ def _leaf_of(event: AuditEvent) -> str:
     """The event's leaf hash; values canonical JSON cannot encode are scrubbed first (and stored
     scrubbed, so the row still hashes to its leaf)."""
     try:
-        return leaf_hash(canonical_bytes(event_document_of(event)))
+        data = event_bytes(event_document_of(event))
+        if not needs_scrubbing(data, event.details):
+            return leaf_hash(data)
     except ValueError:
-        for name in SCRUBBED_FIELDS:
-            setattr(event, name, scrubbed(getattr(event, name)))
-        return leaf_hash(canonical_bytes(event_document_of(event)))
+        pass
+    for name in SCRUBBED_FIELDS:
+        setattr(event, name, scrubbed(getattr(event, name)))
+    return leaf_hash(event_bytes(event_document_of(event)))
 
 
 def _reserve(count: int) -> int:

@@ -17,10 +17,11 @@ from django.utils import timezone
 from appliance.accounts.permissions import Capability, require
 from appliance.audit.checkpoints import checkpoint_signature_valid
 from appliance.audit.choices import Outcome
-from appliance.audit.merkle import Frontier, leaf_hash, perfect_from_leaves, verify_consistency
+from appliance.audit.leaves import leaf_runs
+from appliance.audit.merkle import Frontier, perfect_from_leaves, verify_consistency
 from appliance.audit.models import AuditCheckpoint, AuditSequence, AuditTile, AuditVerification
 from appliance.audit.services import audit_record
-from appliance.audit.tree import TILE, stored_events
+from appliance.audit.tree import TILE
 from appliance.core.actors import Actor
 
 MAX_LISTED_PROBLEMS = 1000
@@ -74,24 +75,19 @@ class _Walk:
         self.next_checkpoint = 0
         self.broken_from: int | None = None  # first seq of a gap; roots after it cannot match
 
-    def run(self) -> None:
+    def run(self, upto: int, workers: int | None) -> None:
         self._reach_checkpoints()
-        for event in stored_events(0):
-            expected = self.frontier.size + 1
-            if event.seq != expected:
-                self.findings.add(f"events {expected}..{event.seq - 1} are missing.")
-                self.broken_from = self.broken_from or expected
-                self.frontier = Frontier(event.seq - 1, [b""] * (event.seq - 1).bit_count())
-                self.pending = []
-            leaf = leaf_hash(event.data)
-            if leaf.hex() != event.stored_leaf:
-                self.findings.add(
-                    f"event {event.seq} was changed: its content no longer matches the leaf "
-                    "hash recorded when it was written."
-                )
-            self.frontier.append(leaf)
-            self._tile(leaf)
-            self._reach_checkpoints()
+        for run in leaf_runs(upto, workers=workers):
+            for index, seq in enumerate(run.seqs):
+                expected = self.frontier.size + 1
+                if seq != expected:
+                    self._gap(expected, seq)
+                if seq in run.changed:
+                    self.findings.add(f"event {seq} was changed: {run.changed[seq]}.")
+                leaf = bytes(run.leaves[32 * index : 32 * index + 32])
+                self.frontier.append(leaf)
+                self._tile(leaf)
+                self._reach_checkpoints()
         for checkpoint in self.checkpoints[self.next_checkpoint :]:
             self.findings.add(
                 f"checkpoint {checkpoint.pk} covers {checkpoint.tree_size} events but the log "
@@ -99,13 +95,26 @@ class _Walk:
                 f"{checkpoint.tree_size} were removed."
             )
 
+    def _gap(self, expected: int, seq: int) -> None:
+        self.findings.add(f"events {expected}..{seq - 1} are missing.")
+        self.broken_from = self.broken_from or expected
+        self.frontier = Frontier(seq - 1, [b""] * (seq - 1).bit_count())
+        self._reach_checkpoints()  # those whose size fell inside the gap cannot be matched
+        self.pending = []
+
     def _tile(self, leaf: bytes) -> None:
+        """Compare each full tile with the one stored when it was checkpointed (after a gap, the
+        partial tile is not compared)."""
         self.pending.append(leaf)
-        if len(self.pending) < TILE:
+        if self.frontier.size % TILE:
             return
-        index = (self.frontier.size - 1) // TILE
+        index = self.frontier.size // TILE - 1
         stored = self.tiles.get(index)
-        if stored is not None and stored != perfect_from_leaves(self.pending).hex():
+        if (
+            len(self.pending) == TILE
+            and stored is not None
+            and stored != perfect_from_leaves(self.pending).hex()
+        ):
             first = index * TILE + 1
             self.findings.add(
                 f"events {first}..{first + TILE - 1} differ from when they were checkpointed "
@@ -116,11 +125,11 @@ class _Walk:
     def _reach_checkpoints(self) -> None:
         while (
             self.next_checkpoint < len(self.checkpoints)
-            and self.checkpoints[self.next_checkpoint].tree_size == self.frontier.size
+            and self.checkpoints[self.next_checkpoint].tree_size <= self.frontier.size
         ):
             checkpoint = self.checkpoints[self.next_checkpoint]
             self.next_checkpoint += 1
-            if self.broken_from is not None:
+            if self.broken_from is not None or checkpoint.tree_size < self.frontier.size:
                 self.findings.add(
                     f"checkpoint {checkpoint.pk} (size {checkpoint.tree_size}) cannot be matched: "
                     f"events from {self.broken_from} are missing."
@@ -132,16 +141,18 @@ class _Walk:
                 )
 
 
-def audit_verify(*, actor: Actor) -> AuditVerification:
-    """Verify everything, store the result (shown in the console) and audit that it ran."""
+def audit_verify(*, actor: Actor, workers: int | None = None) -> AuditVerification:
+    """Verify everything, store the result (shown in the console) and audit that it ran.
+    ``workers``: processes recomputing leaves (default: one per core, for large logs)."""
     require(actor, Capability.AUDIT_EXPORT)
     started = timezone.now()
     findings = Findings()
     checkpoints = list(AuditCheckpoint.objects.select_related("key"))
     _check_checkpoint_chain(checkpoints, findings)
-    walk = _Walk(checkpoints, findings)
-    walk.run()
+    # Read the counter first: events committed while the walk runs are not this run's to judge.
     issued = AuditSequence.objects.values_list("value", flat=True).get(pk=1)
+    walk = _Walk(checkpoints, findings)
+    walk.run(issued, workers)
     if issued > walk.frontier.size:
         findings.add(
             f"events {walk.frontier.size + 1}..{issued} were issued but are not in the log."

@@ -93,9 +93,15 @@ def syslog_message(*, severity: int, timestamp: str, msgid: str, payload: str) -
     return f"{header} {payload}".encode()
 
 
+def _non_canonical(event: StoredEvent) -> bytes:
+    """A row that no longer canonicalises (only a changed row can't) is still sent, as it is."""
+    return json.dumps(event.document, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 def event_message(event: StoredEvent) -> bytes:
     """The event's canonical bytes embedded verbatim, so the receiver keeps the exact leaf."""
-    text = event.data.decode("utf-8")
+    data = event.data if event.data is not None else _non_canonical(event)
+    text = data.decode("utf-8")
     payload = f'{{"seq":{event.seq},"leaf_hash":{json.dumps(event.stored_leaf)},"event":{text}}}'
     timestamp = json.loads(text)["time"]  # already RFC 3339 UTC with microseconds
     return syslog_message(
@@ -226,7 +232,7 @@ def _collect(root: Path, state: SpoolState) -> tuple[SpoolState, int]:
         spool.truncate(state.spool_size)  # records a crashed run wrote but never recorded
         event_seq, count = state.event_seq, 0
         for event in stored_events(state.event_seq, state.event_seq + COLLECT_LIMIT):
-            if leaf_hash(event.data) != event.stored_leaf:
+            if event.data is None or leaf_hash(event.data) != event.stored_leaf:
                 logger.warning("audit event %s does not match its stored leaf hash", event.seq)
             spool.write(octet_frame(event_message(event)))
             event_seq, count = event.seq, count + 1

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import secrets
 import stat
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -60,14 +62,20 @@ def master_key_path() -> Path:
 
 
 def _key_file(path: Path) -> bytes:
-    """The key in ``path``, created (0600, O_EXCL so concurrent starts agree) if absent."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(encode_key(secrets.token_bytes(KEY_BYTES)) + "\n")
+    """The key in ``path``, created (mode 0600) if absent. The key is written to a private temp
+    file and linked into place, so a process starting at the same moment sees either no file or
+    a whole key, and of two such processes exactly one key wins."""
+    if not path.exists():
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".master-key-")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:  # mkstemp: mode 0600
+                handle.write(encode_key(secrets.token_bytes(KEY_BYTES)) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(temp, path)
+        finally:
+            os.unlink(temp)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ImproperlyConfigured(

@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import Count, Max, Min, Model
 from django.utils import timezone
 
 from appliance.access.models import Application
 from appliance.accounts.permissions import Capability, allows, require
 from appliance.audit.keys import PURPOSE as SIGNING_KEY_PURPOSE
 from appliance.audit.models import AuditSigningKey
+from appliance.audit.retention import legal_hold_covering
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor
 from appliance.core.crypto import KeyUnavailable, current_master_key_id, unwrap, wrap, wrapped_by
@@ -165,7 +166,19 @@ def subject_erase(*, actor: Actor, application: Application, subject: str | None
                 "No content is stored for this subject in this application.",
                 code="subject_not_found",
             )
-        rows = key.content.count()
+        span = key.content.aggregate(
+            first=Min("created_at"), last=Max("created_at"), rows=Count("pk")
+        )
+        hold = legal_hold_covering(
+            application_id=application.pk, first=span["first"], last=span["last"]
+        )
+        if hold is not None:
+            raise Conflict(
+                f"Legal hold {hold.name!r} keeps this application's data; release it before "
+                "erasing (GDPR Art. 17(3)(e)).",
+                code="legal_hold",
+            )
+        rows = span["rows"]
         key.wrapped_key = ""
         key.erased_at = timezone.now()
         key.save(update_fields=["wrapped_key", "erased_at"])

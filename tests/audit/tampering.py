@@ -14,10 +14,13 @@ TRIGGERS = {
         "DROP TRIGGER IF EXISTS audit_event_no_delete",
         "DROP TRIGGER IF EXISTS audit_checkpoint_no_update",
         "DROP TRIGGER IF EXISTS audit_checkpoint_no_delete",
+        "DROP TRIGGER IF EXISTS audit_tile_no_update",
+        "DROP TRIGGER IF EXISTS audit_tile_no_delete",
     ],
     "postgresql": [
         "DROP TRIGGER IF EXISTS audit_event_no_change ON audit_auditevent",
         "DROP TRIGGER IF EXISTS audit_checkpoint_no_change ON audit_auditcheckpoint",
+        "DROP TRIGGER IF EXISTS audit_tile_no_change ON audit_audittile",
     ],
 }
 

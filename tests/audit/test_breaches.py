@@ -129,3 +129,19 @@ def test_breach_api_returns_the_deadline_and_refuses_unknown_fields(
         "/compliance/access-report?since=2026-11-30T00:00:00Z&until=2026-11-29T00:00:00Z"
     )
     assert report.status_code == 422
+
+
+def test_times_without_a_zone_are_refused_not_guessed(api_as: Any, admin: User) -> None:
+    body = {
+        "title": "Misdirected export",
+        "description": "An export was e-mailed to the wrong team.",
+        "aware_at": "2026-11-30T10:00:00",
+    }
+    assert api_as(admin).post("/compliance/breaches", body).status_code == 422
+    with pytest.raises(ValidationFailed, match="zone"):
+        record(admin, aware_at=datetime(2026, 11, 30, 10, 0))
+    report = api_as(admin).get(
+        "/compliance/access-report?since=2026-11-29T00:00:00&until=2026-11-30T00:00:00Z"
+    )
+    assert report.status_code == 422
+    assert not BreachRecord.objects.exists()

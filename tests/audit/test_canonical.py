@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import rfc8785
 
-from appliance.audit.canonical import canonical_bytes, leaf_hash
+from appliance.audit.canonical import canonical_bytes, event_bytes, event_document, leaf_hash
 from appliance.audit.models import AuditEvent
 from appliance.audit.services import audit_record, event_document_of
+from appliance.audit.tree import stored_events
 from appliance.core.actors import system_actor
 
 DOCUMENTS: list[dict[str, Any]] = [
@@ -50,3 +52,53 @@ def test_values_canonical_json_cannot_encode_are_scrubbed_and_the_event_still_ve
     assert stored.object_id == "model-\ufffd"
     assert stored.details == {"name": "bad \ufffd text", "n": str(2**60), "x": "nan"}
     assert leaf_hash(canonical_bytes(event_document_of(stored))) == stored.leaf_hash
+
+
+@pytest.mark.django_db
+def test_nul_and_huge_floats_are_scrubbed_so_every_database_stores_and_rehashes_them() -> None:
+    event = audit_record(
+        actor=system_actor(),
+        action="test.event",
+        object_id="a\x00b",
+        details={"label": "x\x00y", "big": 1e21, "fine": 12.5},
+    )
+    stored = AuditEvent.objects.get(seq=event.seq)
+    assert stored.object_id == "a\ufffdb"
+    assert stored.details == {"label": "x\ufffdy", "big": "1e+21", "fine": 12.5}
+    (again,) = stored_events(event.seq - 1, event.seq)
+    assert again.data is not None
+    assert leaf_hash(again.data) == stored.leaf_hash
+
+
+EVENT_STRINGS = [
+    "",
+    "plain",
+    'quote " backslash \\ nul \x00 us \x1f del \x7f tab \t',
+    "é 中文 \u2028 \ue000 😀 \U0010ffff",
+]
+
+
+@pytest.mark.parametrize("text", EVENT_STRINGS)
+@pytest.mark.parametrize(
+    "details",
+    [{}, {"b": [1, {"z": None}], "a": True}, {"f": 1.5}, {"\ue000": 1}, {"n": 2**53 - 1}],
+)
+def test_event_bytes_equal_rfc8785_of_the_event_document(
+    text: str, details: dict[str, Any]
+) -> None:
+    document = event_document(
+        schema_version=1,
+        seq=2**40,
+        time=datetime(2026, 12, 1, 12, 0, 0, 5, tzinfo=UTC),
+        actor_kind="user",
+        actor_id=text,
+        actor_label=text,
+        action="x." + text,
+        object_type=text,
+        object_id=text,
+        outcome="success",
+        request_id=text,
+        source_ip=text,
+        details=details | {"text": text},
+    )
+    assert event_bytes(document) == rfc8785.dumps(document)

@@ -180,3 +180,30 @@ def test_two_workers_cannot_both_extend_the_same_checkpoint() -> None:
             previous=first,
             created_at=timezone.now(),
         )
+
+
+def test_a_forged_tile_stops_the_next_checkpoint() -> None:
+    write(TILE + 5)
+    checkpoint_create()
+    as_root('UPDATE audit_audittile SET hash = %s WHERE "index" = 0', ["00" * 32])
+    write(TILE)
+    with pytest.raises(CheckpointRefused, match=r"not consistent .* a stored tile or event"):
+        checkpoint_create()
+
+
+def test_a_tile_left_by_an_earlier_run_must_agree() -> None:
+    write(10)
+    checkpoint_create()
+    AuditTile.objects.create(index=0, hash="00" * 32)  # as if written by a run that then failed
+    write(TILE)
+    with pytest.raises(CheckpointRefused, match="stored tile 0 differs"):
+        checkpoint_create()
+
+
+def test_the_signed_part_of_a_tile_is_recomputed_from_its_rows() -> None:
+    write(10)
+    checkpoint_create()
+    as_root("UPDATE audit_auditevent SET leaf_hash = %s WHERE seq = 3", ["00" * 32])
+    write(TILE)
+    with pytest.raises(CheckpointRefused, match="event 3 does not match"):
+        checkpoint_create()

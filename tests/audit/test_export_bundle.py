@@ -5,9 +5,11 @@ one by one: test_export_verifier.py."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +21,13 @@ from django.core.management import ManagementUtility, call_command
 from django.core.management.base import CommandError
 
 from appliance.accounts.models import User
+from appliance.audit.bundles import CSV_COLUMNS
 from appliance.audit.checkpoints import checkpoint_latest
 from appliance.audit.choices import Outcome
-from appliance.audit.exports import CSV_COLUMNS
 from appliance.audit.keys import signing_key_rotate
 from appliance.audit.models import AuditEvent, AuditExport
+from appliance.audit.services import audit_record
+from appliance.core.actors import system_actor
 from tests.audit.bundles import (
     BUNDLE_FILES,
     HOUR,
@@ -332,3 +336,18 @@ def test_cli_export_to_a_missing_directory_is_a_command_error(
         call_command("audit", "export", "--out", str(out), stdout=io.StringIO())
     assert "no-such-directory" in str(refused.value)
     assert not out.parent.exists()
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_while_jsonl_stays_exact(
+    tmp_path: Path,
+) -> None:
+    audit_record(actor=system_actor('=HYPERLINK("x")'), action="test.formula", object_id="-1")
+    out = tmp_path / "bundle.zip"
+    call_command("audit", "export", "--out", str(out), "--action", "test.formula")
+    with zipfile.ZipFile(out) as archive:
+        rows = list(csv.reader(io.StringIO(archive.read("events.csv").decode())))
+        lines = archive.read("events.jsonl").decode()
+    (row,) = rows[1:]
+    assert row[CSV_COLUMNS.index("actor_label")] == '\'=HYPERLINK("x")'
+    assert row[CSV_COLUMNS.index("object_id")] == "'-1"
+    assert '"label":"=HYPERLINK(\\"x\\")"' in lines

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -171,3 +172,12 @@ def test_checkpoint_note_with_a_flipped_signature_bit_fails(
     forged = f"{body}\n\n{dash} {name} {base64.b64encode(bytes(raw)).decode()}\n"
     with pytest.raises(verifier.Failure, match="no valid signature by its key"):
         verifier.check_note(forged, *args)
+
+
+def test_a_corrupt_or_truncated_zip_is_a_named_failure_not_a_traceback(
+    verifier: ModuleType, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "cut.zip"
+    truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(verifier.Failure, match=r"not an intact zip|cannot read"):
+        verifier.Bundle(str(truncated))

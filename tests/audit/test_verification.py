@@ -8,10 +8,11 @@ from django.core.management import CommandError, call_command
 from appliance.audit.checkpoints import checkpoint_create
 from appliance.audit.choices import Outcome
 from appliance.audit.models import AuditEvent, AuditVerification
+from appliance.audit.proofs import audit_consistency_proof, audit_inclusion_proof
 from appliance.audit.services import audit_record
 from appliance.audit.verification import audit_verify
 from appliance.core.actors import system_actor
-from appliance.core.errors import PermissionDenied
+from appliance.core.errors import Conflict, PermissionDenied
 from tests.audit.tampering import as_root
 from tests.conftest import actor
 
@@ -135,3 +136,26 @@ def test_operators_may_not_run_verification(operator: object) -> None:
     with pytest.raises(PermissionDenied):
         audit_verify(actor=actor(operator))  # type: ignore[arg-type]
     assert not AuditVerification.objects.exists()
+
+
+def test_a_proof_over_missing_events_is_a_conflict_not_a_crash() -> None:
+    honest_log()
+    as_root("DELETE FROM audit_auditevent WHERE seq IN (5, 6)")
+    with pytest.raises(Conflict, match="missing from the log") as refused:
+        audit_inclusion_proof(actor=system_actor(), seq=5, tree_size=None)
+    assert refused.value.code == "log_incomplete"
+    with pytest.raises(Conflict, match="missing from the log"):
+        audit_consistency_proof(actor=system_actor(), first=3, second=None)
+
+
+def test_a_checkpoint_inside_a_gap_is_unmatched_not_reported_as_removed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    size = honest_log()  # checkpoints at 301 (300 events and the key's) and at ``size``
+    as_root("DELETE FROM audit_auditevent WHERE seq BETWEEN 295 AND 305")
+    ok, out = verify_output(capsys)
+    assert not ok
+    assert "events 295..305 are missing" in out
+    assert out.count("cannot be matched") == 2
+    assert "were removed" not in out
+    assert size > 305

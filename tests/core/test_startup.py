@@ -157,3 +157,12 @@ def test_embedded_mode_starts_without_any_configuration(tmp_path: Path) -> None:
     key_file = tmp_path / "secret_key"
     assert key_file.read_text().startswith(INSECURE_SECRET_PREFIX)
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_audit_origin_that_cannot_name_a_signed_note_refuses_to_start(tmp_path: Path) -> None:
+    for origin in ("st marys/audit", "a+b", "tab\there"):
+        result = start_django(
+            {"APPLIANCE_AUDIT_ORIGIN": origin, "APPLIANCE_VAR_DIR": str(tmp_path)}
+        )
+        assert result.returncode != 0
+        assert "APPLIANCE_AUDIT_ORIGIN must be printable" in result.stderr

@@ -4,13 +4,16 @@ the event names the subject by pseudonym only, and the audit log still verifies.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from appliance.access.models import Application
 from appliance.audit.checkpoints import checkpoint_create
 from appliance.audit.models import AuditEvent
+from appliance.audit.retention import legal_hold_place, legal_hold_release
 from appliance.audit.verification import audit_verify
 from appliance.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from appliance.core.secrets import pseudonym
@@ -113,3 +116,31 @@ def test_a_malformed_subject_is_refused(app: Application, admin: Any) -> None:
     with pytest.raises(ValidationFailed) as refused:
         subject_erase(actor=actor(admin), application=app, subject="x" * 129)
     assert "subject" in refused.value.fields
+
+
+def test_a_legal_hold_over_the_subjects_data_stops_erasure_until_released(
+    app: Application, admin: Any
+) -> None:
+    store_exchange(app, request_id="req-held")
+    hold = legal_hold_place(actor=actor(admin), name="Case 9", reason="Litigation", application=app)
+    with pytest.raises(Conflict, match="Legal hold 'Case 9'") as refused:
+        subject_erase(actor=actor(admin), application=app, subject=SUBJECT)
+    assert refused.value.code == "legal_hold"
+    assert SubjectKey.objects.get(subject=pseudonym(SUBJECT)).erased_at is None
+    assert not AuditEvent.objects.filter(action="privacy.subject_erase").exists()
+    legal_hold_release(actor=actor(admin), hold=hold)
+    assert subject_erase(actor=actor(admin), application=app, subject=SUBJECT).content_rows == 2
+
+
+def test_a_hold_on_another_window_does_not_stop_erasure(app: Application, admin: Any) -> None:
+    store_exchange(app, request_id="req-now")
+    long_ago = timezone.now() - timedelta(days=900)
+    legal_hold_place(
+        actor=actor(admin),
+        name="Old case",
+        reason="An earlier period",
+        application=app,
+        starts_at=long_ago - timedelta(days=30),
+        ends_at=long_ago,
+    )
+    assert subject_erase(actor=actor(admin), application=app, subject=SUBJECT).content_rows == 2

@@ -177,6 +177,20 @@ class Command(BaseCommand):
             agent_command(state_dir, "run", "--engine-python", engine_python)
         )
 
+    def _audit_jobs(self) -> None:
+        """Sign a checkpoint and feed the witness; a failure is reported and the appliance keeps
+        serving (the next minute tries again; `audit verify` says what is wrong)."""
+        try:
+            checkpoint_create()
+        except DomainError as exc:
+            self.stderr.write(f"audit checkpoint not signed: {exc.detail}")
+        except Exception as exc:
+            self.stderr.write(f"audit checkpoint not signed: {type(exc).__name__}: {exc}")
+        try:
+            witness_forward()  # does nothing unless a witness address is set
+        except Exception as exc:
+            self.stderr.write(f"audit witness not fed: {type(exc).__name__}: {exc}")
+
     def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
         """What celery beat does in production: node liveness, GPU history, usage rollups and
         audit checkpoints."""
@@ -192,10 +206,6 @@ class Command(BaseCommand):
             if now >= next_rollup:
                 gpu_samples_rollup()
                 usage_rollup()
-                try:
-                    checkpoint_create()
-                except DomainError as exc:  # say why, keep serving; `audit verify` has details
-                    self.stderr.write(f"audit checkpoint not signed: {exc.detail}")
-                witness_forward()  # does nothing unless a witness address is set
+                self._audit_jobs()
                 next_rollup = now + ROLLUP_EVERY_SECONDS
             time.sleep(1)
