@@ -28,25 +28,12 @@ from appliance.audit.checkpoints import checkpoint_note
 from appliance.audit.keys import public_pem, signer_of, signing_key_active
 from appliance.audit.merkle import Frontier, consistency_proof, leaf_hash, verify_consistency
 from appliance.audit.models import AuditCheckpoint
-from appliance.audit.tree import StoredTree, stored_events
+from appliance.audit.tree import EVENT_COLUMNS, StoredTree, stored_events
 from appliance.core.errors import ValidationFailed
 
 FORMAT = "appliance-audit-export/1"
 VERIFIER = Path(settings.BASE_DIR) / "compliance" / "verify_export.py"
-CSV_COLUMNS = (
-    "seq",
-    "time",
-    "actor_kind",
-    "actor_id",
-    "actor_label",
-    "action",
-    "object_type",
-    "object_id",
-    "outcome",
-    "request_id",
-    "source_ip",
-    "details",
-)
+CSV_COLUMNS = EVENT_COLUMNS
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets would run as a formula
 PROGRESS_EVERY = 5000
 ALGORITHMS = {

@@ -22,10 +22,8 @@ from appliance.audit.models import AuditEvent, AuditTile
 TILE = 256  # leaves per stored tile
 CHUNK = 5000  # rows read per query when streaming the log
 
-_FIELDS = (
+EVENT_COLUMNS = (  # an event's fields as people read them (the export's events.csv)
     "seq",
-    "leaf_hash",
-    "schema_version",
     "time",
     "actor_kind",
     "actor_id",
@@ -38,6 +36,7 @@ _FIELDS = (
     "source_ip",
     "details",
 )
+_FIELDS = ("seq", "leaf_hash", "schema_version", *EVENT_COLUMNS[1:])
 
 
 class TreeGap(Exception):

@@ -78,8 +78,9 @@ def engines(stack: Stack) -> dict[str, dict[str, Any]]:
 
 
 def engine_metrics(engine: dict[str, Any]) -> dict[str, Any]:
-    """The engine's own /metrics (vLLM serves it without a key), parsed as the agent does."""
-    answer = httpx.get(f"http://127.0.0.1:{engine['port']}/metrics", timeout=5, trust_env=False)
+    """The engine's own /metrics (vLLM serves it without a key), parsed as the agent does. A CPU
+    engine busy generating on this 2-core machine can take several seconds to answer."""
+    answer = httpx.get(f"http://127.0.0.1:{engine['port']}/metrics", timeout=30, trust_env=False)
     assert answer.status_code == 200
     return parse_engine_metrics(answer.text).to_dict()
 
