@@ -160,8 +160,19 @@ class FakeEngine:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        """Stop serving, and return only once the port refuses connections (uvicorn notices
+        ``should_exit`` on its next tick; a test that stops an engine expects it gone)."""
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"fake engine on port {self.port} did not stop")
 
 
 async def _json(send: Any, status: int, document: dict[str, Any]) -> None:
