@@ -9,7 +9,6 @@ only when complete. Memory stays flat however many events are exported.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from appliance.audit.merkle import Frontier, consistency_proof, leaf_hash, verif
 from appliance.audit.models import AuditCheckpoint
 from appliance.audit.tree import EVENT_COLUMNS, StoredTree, stored_events
 from appliance.core.errors import ValidationFailed
+from appliance.registry.store import hash_file
 
 FORMAT = "appliance-audit-export/1"
 VERIFIER = Path(settings.BASE_DIR) / "compliance" / "verify_export.py"
@@ -98,11 +98,8 @@ def _checkpoint_json(checkpoint: AuditCheckpoint) -> dict[str, Any]:
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+    sha256, size = hash_file(path)
+    return {"sha256": sha256, "size": size}
 
 
 def _write_events(

@@ -153,9 +153,10 @@ def audit_export_build(*, job_id: str) -> None:
             )
         job_finish(job=job)
     except Exception as exc:
-        reason = getattr(exc, "detail", "") or type(exc).__name__
-        logger.exception("audit export %s failed", export.pk)
-        job_finish(job=job, error=str(reason))
+        # Our own reason, or only the class: a database error's text can quote event values.
+        reason = str(getattr(exc, "detail", "") or type(exc).__name__)
+        logger.error("audit export %s failed: %s", export.pk, reason)
+        job_finish(job=job, error=reason)
 
 
 def export_path(export: AuditExport) -> Path | None:

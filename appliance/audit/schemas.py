@@ -124,7 +124,13 @@ class ExportOut(Schema):
 
     @staticmethod
     def _job(obj: AuditExport) -> Job | None:
-        return Job.objects.filter(object_type="audit_export", object_id=str(obj.pk)).first()
+        """The export's job, looked up once per export (three fields read it)."""
+        if not hasattr(obj, "_job"):
+            obj._job = Job.objects.filter(  # type: ignore[attr-defined]
+                object_type="audit_export", object_id=str(obj.pk)
+            ).first()
+        job: Job | None = obj._job  # type: ignore[attr-defined]
+        return job
 
     @staticmethod
     def resolve_status(obj: AuditExport) -> str:

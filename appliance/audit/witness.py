@@ -30,6 +30,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from appliance.agent.config import write_private
 from appliance.audit.canonical import format_time, leaf_hash
 from appliance.audit.checkpoints import checkpoint_note
 from appliance.audit.models import AuditCheckpoint, AuditEvent
@@ -179,14 +180,9 @@ def _load_state(root: Path) -> SpoolState:
 
 
 def _save_state(root: Path, state: SpoolState) -> None:
-    """Temp file, fsync, rename, fsync the directory: a crash leaves the old state or the new."""
-    temp = root / f"{STATE_FILE}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(state), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, root / STATE_FILE)
+    """Written whole (temp file, fsync, rename), then the directory fsynced: a crash leaves the
+    old state or the new."""
+    write_private(root / STATE_FILE, asdict(state))
     directory = os.open(root, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -243,7 +243,9 @@ async def _capture(
             prompt=body[REQUIRED[endpoint][0]],
         )
     except CaptureFailed as exc:
-        logger.error("content to keep cannot be encrypted: %s", exc)
+        # Class names only: a message could quote the prompt, a key or a subject id.
+        cause = type(exc.__cause__ or exc).__name__
+        logger.error("content to keep cannot be encrypted: %s", cause)
         exchange.fail(503, "content_unavailable")
         raise _content_unavailable() from None
 
