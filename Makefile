@@ -10,7 +10,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PYTHON := $(ENGINE_VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test engine bench-engine bench-gateway bench-audit lint format typecheck check-migrations openapi migrate admin clean
+.PHONY: help run test engine bench-engine bench-gateway bench-audit bench-routing lint format typecheck check-migrations openapi migrate admin clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -89,6 +89,11 @@ bench-gateway: $(VENV)/.dev-installed engine ## Direct vs gateway vs LiteLLM (fa
 # Needs a Postgres it may create a scratch database in (BENCH_DATABASE_URL, default the local one).
 bench-audit: $(VENV)/.dev-installed ## Audit append, checkpoint, verify of 1M events, export (Postgres); writes docs/benchmarks.md
 	$(BIN)/python -m tests.bench.bench_audit $(BENCH_ARGS)
+
+# The demo route's rules and semantic classifier (all-MiniLM-L6-v2 on the CPU vLLM) on the
+# labelled prompts of tests/data/routing_prompts.jsonl; no database.
+bench-routing: $(VENV)/.dev-installed engine ## Task classification cost and accuracy (rules, semantic); writes docs/benchmarks.md
+	APPLIANCE_ENGINE_PYTHON=$(ENGINE_PYTHON) $(BIN)/python -m tests.bench.bench_routing $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv and local state (database, artifacts, credentials)
 	rm -rf $(VENV) $(ENGINE_VENV) .venv-bench var .pytest_cache .mypy_cache .ruff_cache

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "appliance.audit",
     "appliance.registry",
     "appliance.fleet",
+    "appliance.routing",  # routes (virtual models), task classes, cost models, evaluations
     "appliance.access",
     "appliance.gateway",
     "appliance.privacy",  # stored content (keep_encrypted policy), erasure, master key rotation
@@ -234,6 +235,19 @@ APPLIANCE_GATEWAY_CACHE_SECONDS = env_int("APPLIANCE_GATEWAY_CACHE_SECONDS", 30,
 APPLIANCE_GATEWAY_ROUTES_SECONDS = env_int("APPLIANCE_GATEWAY_ROUTES_SECONDS", 2, minimum=0)
 APPLIANCE_USAGE_ROLLUP_MINUTES = env_int("APPLIANCE_USAGE_ROLLUP_MINUTES", 5, minimum=1)
 
+# Routing and cost (docs/routing.md): the semantic classifier's time limit; the currency that
+# prices and cost reports are in (ISO 4217, one for the whole appliance).
+APPLIANCE_ROUTING_SEMANTIC_TIMEOUT_MS = env_int(
+    "APPLIANCE_ROUTING_SEMANTIC_TIMEOUT_MS", 2000, minimum=50
+)
+APPLIANCE_CURRENCY = env_str("APPLIANCE_CURRENCY", "EUR")
+if not (
+    len(APPLIANCE_CURRENCY) == 3 and APPLIANCE_CURRENCY.isascii() and APPLIANCE_CURRENCY.isupper()
+):
+    raise ImproperlyConfigured(
+        f"APPLIANCE_CURRENCY must be a three-letter ISO 4217 code, not {APPLIANCE_CURRENCY!r}"
+    )
+
 # Audit: the checkpoint origin (names this log in signed notes), how often idle checkpoints are
 # re-signed, where export bundles are written; the master key (see appliance/core/crypto.py).
 APPLIANCE_AUDIT_ORIGIN = env_str("APPLIANCE_AUDIT_ORIGIN", "appliance/audit")
@@ -296,6 +310,7 @@ CELERY_BEAT_SCHEDULE = {
     "audit-checkpoint": {"task": "audit.checkpoint", "schedule": 60.0},
     "audit-verify": {"task": "audit.verify", "schedule": 24 * 3600.0},
     "audit-retention-purge": {"task": "audit.retention_purge", "schedule": 24 * 3600.0},
+    "routing-refresh-costs": {"task": "routing.refresh_costs", "schedule": 3600.0},
 }
 if APPLIANCE_AUDIT_WITNESS_ADDRESS:
     CELERY_BEAT_SCHEDULE["audit-witness-forward"] = {

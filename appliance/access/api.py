@@ -20,7 +20,9 @@ from appliance.access.schemas import (
 )
 from appliance.accounts.models import User
 from appliance.api.base import OrderedPagination, actor_of, error_responses, get_or_404
+from appliance.core.errors import ValidationFailed
 from appliance.registry import selectors as registry_selectors
+from appliance.routing import selectors as routing_selectors
 
 router = Router(tags=["applications"])
 
@@ -108,17 +110,31 @@ def list_grants(request: HttpRequest, application_id: int) -> Any:
 
 @router.post("/{application_id}/grants", response={201: GrantOut, **WRITE_ERRORS})
 def create_grant(request: HttpRequest, application_id: int, payload: GrantIn) -> Status[Any]:
-    """Let the application use a model (or one adapter of it); admins and operators only."""
+    """Let the application use a model (or one adapter of it), or a route; admins and operators
+    only. Name either `model_id` (and `adapter_id`) or `route_id`."""
     actor = actor_of(request)
     application = _application(request, application_id)
-    model = get_or_404(registry_selectors.model_list(actor=actor), "model", pk=payload.model_id)
-    adapter = (
-        get_or_404(registry_selectors.adapter_list(actor=actor), "adapter", pk=payload.adapter_id)
-        if payload.adapter_id
-        else None
-    )
+    if (payload.model_id is None) == (payload.route_id is None):
+        raise ValidationFailed(
+            "Name either a model (with an adapter or not) or a route.",
+            fields={"model_id": ["Either this or route_id."], "route_id": ["Or this."]},
+        )
+    model = adapter = route = None
+    if payload.route_id is not None:
+        if payload.adapter_id is not None:
+            raise ValidationFailed(
+                "An adapter goes with a model, not a route.",
+                fields={"adapter_id": ["Only with model_id."]},
+            )
+        route = get_or_404(routing_selectors.route_list(actor=actor), "route", pk=payload.route_id)
+    else:
+        model = get_or_404(registry_selectors.model_list(actor=actor), "model", pk=payload.model_id)
+    if payload.adapter_id:
+        adapter = get_or_404(
+            registry_selectors.adapter_list(actor=actor), "adapter", pk=payload.adapter_id
+        )
     grant = services.grant_create(
-        actor=actor, application=application, model=model, adapter=adapter
+        actor=actor, application=application, model=model, adapter=adapter, route=route
     )
     return Status(201, grant)
 

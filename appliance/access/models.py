@@ -73,12 +73,18 @@ class ApiKey(models.Model):
 
 
 class Grant(models.Model):
-    """An application may use a base model (``adapter`` null) or one adapter of it."""
+    """An application may use a base model (``adapter`` null), one adapter of it, or a route (a
+    virtual model; what the route selects is reachable through the route only)."""
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="grants")
-    model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="grants")
+    model = models.ForeignKey(
+        BaseModel, null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
+    )
     adapter = models.ForeignKey(
         Adapter, null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
+    )
+    route = models.ForeignKey(
+        "routing.Route", null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -98,7 +104,17 @@ class Grant(models.Model):
                 condition=Q(adapter__isnull=False),
                 name="access_grant_adapter_once",
             ),
+            models.UniqueConstraint(
+                fields=["application", "route"],
+                condition=Q(route__isnull=False),
+                name="access_grant_route_once",
+            ),
+            models.CheckConstraint(
+                condition=(Q(model__isnull=False) & Q(route__isnull=True))
+                | (Q(model__isnull=True) & Q(adapter__isnull=True) & Q(route__isnull=False)),
+                name="access_grant_one_target",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.application.name} → {self.adapter or self.model}"
+        return f"{self.application.name} → {self.route or self.adapter or self.model}"

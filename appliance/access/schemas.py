@@ -83,10 +83,12 @@ class ApiKeyCreatedOut(Schema):
 
 
 class GrantOut(ModelSchema):
-    model_id: int
-    model_name: str = Field(alias="model.name")
+    model_id: int | None = None
+    model_name: str | None = Field(None, alias="model.name")
     adapter_id: int | None = None
     adapter_name: str | None = Field(None, alias="adapter.name")
+    route_id: int | None = None
+    route_name: str | None = Field(None, alias="route.name")
 
     class Meta:
         model = Grant
@@ -94,5 +96,6 @@ class GrantOut(ModelSchema):
 
 
 class GrantIn(InSchema):
-    model_id: int
+    model_id: int | None = None
     adapter_id: int | None = None
+    route_id: int | None = None

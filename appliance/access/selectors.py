@@ -23,4 +23,4 @@ def api_key_list(*, application: Application) -> QuerySet[ApiKey]:
 
 
 def grant_list(*, application: Application) -> QuerySet[Grant]:
-    return application.grants.select_related("model", "adapter").order_by("id")
+    return application.grants.select_related("model", "adapter", "route").order_by("id")

@@ -26,6 +26,7 @@ from appliance.core.errors import Conflict, PermissionDenied, ValidationFailed
 from appliance.core.secrets import find_credential, new_credential
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
+from appliance.routing.models import Route
 
 KEY_KIND = "apk"
 MAX_KEY_DAYS = 366
@@ -271,10 +272,21 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
 
 
 def grant_create(
-    *, actor: Actor, application: Application, model: BaseModel, adapter: Adapter | None = None
+    *,
+    actor: Actor,
+    application: Application,
+    model: BaseModel | None = None,
+    adapter: Adapter | None = None,
+    route: Route | None = None,
 ) -> Grant:
-    """Let an application use an approved model, or one approved adapter of it."""
+    """Let an application use an approved model, one approved adapter of it, or a route (and
+    through it, only through it, whatever the route selects)."""
     require(actor, Capability.APPS_MANAGE)
+    if (model is None) == (route is None) or (route is not None and adapter is not None):
+        raise ValidationFailed("Grant either a model (with an adapter or not) or a route.")
+    if route is not None:
+        return _grant_write(actor, application, Grant(application=application, route=route))
+    assert model is not None
     for entry in (model, adapter):
         if entry is not None and entry.status != EntryStatus.APPROVED:
             raise Conflict(f"{entry.name} is {entry.status}, not approved.", code="not_approved")
@@ -284,12 +296,26 @@ def grant_create(
             code="wrong_base_model",
             fields={"adapter_id": ["Not an adapter of this model."]},
         )
+    return _grant_write(
+        actor, application, Grant(application=application, model=model, adapter=adapter)
+    )
+
+
+def _grant_details(grant: Grant) -> dict[str, Any]:
+    return {
+        "application": grant.application.name,
+        "model": grant.model.name if grant.model else None,
+        "adapter": grant.adapter.name if grant.adapter else None,
+        "route": grant.route.name if grant.route else None,
+    }
+
+
+def _grant_write(actor: Actor, application: Application, grant: Grant) -> Grant:
+    grant.created_by = actor.user
     with transaction.atomic():
         try:
             with transaction.atomic():
-                grant = Grant.objects.create(
-                    application=application, model=model, adapter=adapter, created_by=actor.user
-                )
+                grant.save()
         except IntegrityError as exc:
             raise Conflict(
                 "The application has this grant already.", code="duplicate_grant"
@@ -300,11 +326,7 @@ def grant_create(
             action="grant.create",
             object_type="grant",
             object_id=grant.pk,
-            details={
-                "application": application.name,
-                "model": model.name,
-                "adapter": adapter.name if adapter else None,
-            },
+            details=_grant_details(grant),
         )
     return grant
 
@@ -318,11 +340,7 @@ def grant_delete(*, actor: Actor, grant: Grant) -> None:
             action="grant.delete",
             object_type="grant",
             object_id=grant.pk,
-            details={
-                "application": grant.application.name,
-                "model": grant.model.name,
-                "adapter": grant.adapter.name if grant.adapter else None,
-            },
+            details=_grant_details(grant),
         )
         grant.delete()
         _policy_changed(grant.application)

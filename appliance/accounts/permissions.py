@@ -29,6 +29,11 @@ class Capability(StrEnum):
     CONTENT_READ = "read stored prompts and completions"
     CONTENT_ERASE = "erase any data subject's stored content"  # owners: their applications'
     MASTER_KEY_ROTATE = "rotate the master key"
+    ROUTES_VIEW = "view routes and task classes"
+    ROUTES_MANAGE = "define routes, task classes, cost models and prices"
+    COSTS_VIEW = "view cost and savings reports"
+    EVALUATIONS_VIEW = "view evaluations"
+    EVALUATIONS_RUN = "upload evaluation sets and run evaluations"
 
 
 _ALL = frozenset(Role.values)
@@ -51,6 +56,11 @@ POLICY: dict[Capability, frozenset[str]] = {
     Capability.CONTENT_READ: frozenset({Role.ADMIN}),
     Capability.CONTENT_ERASE: frozenset({Role.ADMIN}),
     Capability.MASTER_KEY_ROTATE: frozenset({Role.ADMIN}),
+    Capability.ROUTES_VIEW: _ALL,
+    Capability.ROUTES_MANAGE: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Capability.COSTS_VIEW: _ALL,  # app owners: their own applications' rows only
+    Capability.EVALUATIONS_VIEW: frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR}),
+    Capability.EVALUATIONS_RUN: frozenset({Role.ADMIN, Role.OPERATOR}),
 }
 
 

@@ -18,12 +18,18 @@ from appliance.fleet.api import deployments_router, enrollment_router, nodes_rou
 from appliance.gateway.api import router as usage_router
 from appliance.privacy.api import router as privacy_router
 from appliance.registry.api import adapters_router, models_router
+from appliance.routing.api import (
+    costs_router,
+    evaluations_router,
+    routes_router,
+    task_classes_router,
+)
 
 api = NinjaAPI(
     title="Appliance management API",
     version="1",
     description=(
-        "Manage users, models, adapters, nodes, deployments, applications and the audit log. Authenticate with a session cookie "
+        "Manage users, models, adapters, nodes, deployments, applications, routes, costs, evaluations and the audit log. Authenticate with a session cookie "
         "(send the CSRF token on unsafe methods) or `Authorization: Bearer <API token>`. Every error "
         "has the body `{code, detail, fields, request_id}`."
     ),
@@ -46,3 +52,7 @@ api.add_router("/usage", usage_router)
 api.add_router("/audit", audit_router)
 api.add_router("/compliance", compliance_router)
 api.add_router("/privacy", privacy_router)
+api.add_router("/task-classes", task_classes_router)
+api.add_router("/routes", routes_router)
+api.add_router("/costs", costs_router)
+api.add_router("/evaluations", evaluations_router)

@@ -8,11 +8,14 @@ this process wins.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from appliance.fleet.choices import DeploymentStatus, DesiredState, EngineState, NodeStatus
@@ -131,3 +134,19 @@ class Balancer:
 
     def cool(self, engine: Engine) -> None:
         self._cooling[engine.instance] = time.monotonic() + COOLDOWN_SECONDS
+
+
+balancer = Balancer()
+_table_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def table_refresh() -> None:
+    """Reread the table of ready engines if it is stale; one reload at a time, the others use its
+    result."""
+    if balancer.table_stale():
+        lock = _table_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if balancer.table_stale():
+                balancer.set_table(await sync_to_async(route_table_load)())

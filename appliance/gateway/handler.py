@@ -1,4 +1,5 @@
-"""The gateway's request path: authenticate → check → limit → pick an engine → proxy → record.
+"""The gateway's request path: authenticate → check → limit → route → pick an engine → proxy →
+record.
 
 Everything here runs on the event loop; the database is reached through ``sync_to_async`` only
 for what the caches do not hold (a key not seen lately, the route table every few seconds, the
@@ -33,7 +34,7 @@ from appliance.core.errors import AuditUnavailable
 from appliance.gateway import records
 from appliance.gateway.auth import authenticate
 from appliance.gateway.choices import Endpoint
-from appliance.gateway.engines import Balancer, Engine, route_table_load
+from appliance.gateway.engines import Engine, balancer, table_refresh
 from appliance.gateway.errors import GatewayError, model_not_found, rate_limited, unavailable
 from appliance.gateway.limits import Admission, Limiter
 from appliance.gateway.recorder import recorder
@@ -45,6 +46,14 @@ from appliance.gateway.requests import (
     request_body,
     wants_usage,
 )
+from appliance.gateway.routed import (
+    CLASS_HEADER,
+    TARGET_HEADER,
+    chain_for,
+    decide,
+    latency_budget,
+    route_error,
+)
 from appliance.gateway.sse import (
     CapturingStreamMeter,
     StreamMeter,
@@ -54,10 +63,15 @@ from appliance.gateway.sse import (
 )
 from appliance.gateway.upstream import NOT_ANSWERED, engine_session
 from appliance.privacy.capture import CaptureFailed, capture_open
+from appliance.routing import latency
+from appliance.routing.classify import TASK_HEADER
+from appliance.routing.plans import RoutePlan, Tier
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+# A routed request escalates to the next tier on these answers (and on no engine or a timeout).
+ESCALATE_STATUSES = frozenset({429, 500, 502, 503, 504})
 PATHS: dict[str, str] = {
     Endpoint.CHAT: "/v1/chat/completions",
     Endpoint.COMPLETIONS: "/v1/completions",
@@ -73,12 +87,8 @@ async def _seed_budget(application_id: int, now: float) -> int:
     return await sync_to_async(records.month_tokens)(application_id, month_start)
 
 
-balancer = Balancer()
 limiter = Limiter(_seed_budget)
 bookkeeping: set[asyncio.Task[None]] = set()
-_route_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 async def settle(work: Coroutine[Any, Any, None]) -> None:
@@ -197,11 +207,13 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         prompt_estimate=len(request.body) // BYTES_PER_TOKEN,
     )
     target = principal.targets.get(body["model"])
-    if target is None:
+    plan = None if target is not None else principal.routes.get(body["model"])
+    if target is None and plan is None:
         inference.status, inference.error_code = 404, "model_not_found"
         await _record(inference, audit=True)
         raise model_not_found(body["model"])
     inference.target = target
+    budget = latency_budget(request)
     cap_tokens(body, principal.limits, endpoint)
     # The concurrency place and the engine's request id are ours, never the client's.
     slot = uuid.uuid4().hex
@@ -212,21 +224,65 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         await _usage_only(inference)
         raise rate_limited(refusal.message, code=refusal.code, retry_after=refusal.retry_after)
     exchange = Exchange(inference, admission)
-    deadline = asyncio.get_running_loop().time() + settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
+    seconds: float = settings.APPLIANCE_GATEWAY_TIMEOUT_SECONDS
+    if budget is not None:
+        seconds = min(seconds, budget / 1000)
+    deadline = asyncio.get_running_loop().time() + seconds
     try:
+        if plan is not None:
+            chain = await _decide(exchange, plan, body, request.headers.get(TASK_HEADER), budget)
+        else:
+            assert target is not None
+            chain = [Tier(target)]
         if keep:
             await _capture(exchange, body, endpoint, subject)
-        return await _proxy(exchange, body, endpoint, slot, deadline)
+        return _decision_headers(
+            inference, await _proxy(exchange, body, endpoint, slot, deadline, chain)
+        )
     except asyncio.CancelledError:
         await exchange.end_after_client_left()
         raise
-    except GatewayError:
+    except GatewayError as error:
+        if not inference.status:
+            exchange.fail(error.status, error.code or "invalid_request")
         await exchange.end()  # records the failure set on the exchange (or raises a 503)
-        raise
+        raise _decision_error(inference, error) from None
     except BaseException:
         exchange.fail(500, "internal_error")
         await settle(exchange.end())
         raise
+
+
+async def _decide(
+    exchange: Exchange,
+    plan: RoutePlan,
+    body: dict[str, Any],
+    hint: str | None,
+    budget: int | None,
+) -> list[Tier]:
+    """The task class and the chain of targets for a request to a route."""
+    inference = exchange.inference
+    inference.route = plan.name
+    decision = await decide(plan, body, hint)
+    inference.task_class, inference.route_reason = decision.task_class, decision.reason
+    chain = chain_for(plan, decision, budget)
+    inference.target = chain[0].target
+    return chain
+
+
+def _decision_headers(
+    inference: Inference, response: HttpResponse | StreamingHttpResponse
+) -> HttpResponse | StreamingHttpResponse:
+    """Name the chosen target and task class on an answer through a route."""
+    if inference.route and inference.target is not None:
+        response[TARGET_HEADER] = inference.target.name
+        response[CLASS_HEADER] = inference.task_class
+    return response
+
+
+def _decision_error(inference: Inference, error: GatewayError) -> GatewayError:
+    target = inference.target.name if inference.target is not None else ""
+    return route_error(error, inference.route, inference.task_class, target)
 
 
 async def _capture(
@@ -280,11 +336,7 @@ def _seal_stream(inference: Inference, meter: CapturingStreamMeter) -> None:
 async def _routes(exchange: Exchange) -> list[Engine]:
     target = exchange.inference.target
     assert target is not None
-    if balancer.table_stale():
-        lock = _route_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:  # one reload at a time; the others use its result
-            if balancer.table_stale():
-                balancer.set_table(await sync_to_async(route_table_load)())
+    await table_refresh()
     engines = balancer.candidates(target.model_id, target.adapter_name)
     if not engines:
         exchange.fail(503, "no_healthy_engine")
@@ -347,6 +399,55 @@ async def _open(
         return exchange.response
 
 
+async def _open_chain(
+    exchange: Exchange,
+    body: dict[str, Any],
+    endpoint: str,
+    chain: list[Tier],
+    slot: str,
+    deadline: float,
+) -> aiohttp.ClientResponse:
+    """The first tier that answers: a tier without a ready engine, one that does not answer in
+    its time, or one that answers with a server error gives way to the next. The last tier's
+    failure is the request's."""
+    inference = exchange.inference
+    loop = asyncio.get_running_loop()
+    for position, tier in enumerate(chain):
+        last = position == len(chain) - 1
+        inference.target = tier.target
+        tier_deadline = deadline
+        if tier.timeout_ms is not None and not last:
+            tier_deadline = min(deadline, loop.time() + tier.timeout_ms / 1000)
+        try:
+            engines = await _routes(exchange)
+            async with asyncio.timeout_at(tier_deadline):
+                response = await _open(exchange, body, endpoint, engines, slot)
+        except GatewayError as failure:
+            if last:
+                raise
+            _escalate(exchange, tier, failure.code or "failed")
+            continue
+        except TimeoutError:
+            if last or tier_deadline >= deadline:
+                raise
+            _escalate(exchange, tier, "tier_timeout")
+            continue
+        if response.status in ESCALATE_STATUSES and not last:
+            _escalate(exchange, tier, f"engine_{response.status}")
+            continue
+        return response
+    raise AssertionError("a chain has at least one tier")
+
+
+def _escalate(exchange: Exchange, tier: Tier, why: str) -> None:
+    """Give up on a tier (nothing reached the client yet) and note why, for the record."""
+    exchange.close_upstream()
+    inference = exchange.inference
+    inference.fallbacks += 1
+    inference.escalations.append(f"{tier.target.name}: {why}")
+    inference.status, inference.error_code = 0, ""
+
+
 def _set_aside(exchange: Exchange, engine: Engine) -> None:
     exchange.close_upstream()
     balancer.cool(engine)
@@ -354,16 +455,20 @@ def _set_aside(exchange: Exchange, engine: Engine) -> None:
 
 
 async def _proxy(
-    exchange: Exchange, body: dict[str, Any], endpoint: str, slot: str, deadline: float
+    exchange: Exchange,
+    body: dict[str, Any],
+    endpoint: str,
+    slot: str,
+    deadline: float,
+    chain: list[Tier],
 ) -> HttpResponse | StreamingHttpResponse:
     inference = exchange.inference
-    engines = await _routes(exchange)
     client_wants_usage = wants_usage(body)
     if inference.stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     try:
         async with asyncio.timeout_at(deadline):
-            response = await _open(exchange, body, endpoint, engines, slot)
+            response = await _open_chain(exchange, body, endpoint, chain, slot, deadline)
             if inference.stream and response.status == 200:
                 return await _stream(exchange, response, client_wants_usage, deadline)
             content = await response.read()
@@ -387,6 +492,8 @@ async def _proxy(
             content = content.replace(rename[0].encode(), rename[1].encode(), 1)
         if inference.content is not None and endpoint != Endpoint.EMBEDDINGS:
             _seal_answer(exchange, content)
+        if inference.route and inference.target is not None:
+            latency.observe(inference.target.name, inference.latency_ms())
     else:
         inference.error_code = f"engine_{response.status}"
     await exchange.end()  # fail closed: no answer without its audit event

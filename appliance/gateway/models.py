@@ -32,6 +32,13 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField()  # request in → last byte out
     ttft_ms = models.FloatField(null=True)  # request in → first streamed token out
     attempts = models.PositiveSmallIntegerField(default=1)  # engines tried
+    deployment = models.CharField(max_length=63, blank=True)  # whose cost model prices it
+    # Requests to a route: the route, the task class it decided and why (a rule's position, a
+    # similarity, a hint; never prompt text), and how many tiers failed before the answer.
+    route = models.CharField(max_length=63, blank=True)
+    task_class = models.CharField(max_length=40, blank=True)
+    route_reason = models.CharField(max_length=100, blank=True)
+    fallbacks = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-time", "-id"]
@@ -45,7 +52,8 @@ class UsageRecord(models.Model):
 
 
 class UsageRollup(models.Model):
-    """Usage of one application, model and adapter over one hour or day (UTC), recomputed from
+    """Usage of one application, model, adapter, deployment, route and task class over one hour
+    or day (UTC), recomputed from
     the records by a periodic job, so reports never scan the raw table."""
 
     period = models.CharField(max_length=8, choices=UsagePeriod.choices)
@@ -53,6 +61,9 @@ class UsageRollup(models.Model):
     application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="+")
     model = models.CharField(max_length=100)
     adapter = models.CharField(max_length=100, blank=True)
+    deployment = models.CharField(max_length=63, blank=True)
+    route = models.CharField(max_length=63, blank=True)
+    task_class = models.CharField(max_length=40, blank=True)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)  # status ≥ 400, throttled included
     prompt_tokens = models.BigIntegerField(default=0)
@@ -65,7 +76,16 @@ class UsageRollup(models.Model):
         ordering = ["period", "start", "application", "model", "adapter"]
         constraints = [
             models.UniqueConstraint(
-                fields=["period", "start", "application", "model", "adapter"],
+                fields=[
+                    "period",
+                    "start",
+                    "application",
+                    "model",
+                    "adapter",
+                    "deployment",
+                    "route",
+                    "task_class",
+                ],
                 name="gateway_rollup_unique",
             )
         ]

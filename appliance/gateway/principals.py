@@ -1,4 +1,5 @@
-"""Who is calling: an application's API key, resolved to its limits and the models it may use.
+"""Who is calling: an application's API key, resolved to its limits and the models and routes it
+may use.
 
 Resolved keys are cached per process and dropped when the access generation moves (a key revoked,
 a grant or limit changed; see appliance.core.changes) or after APPLIANCE_GATEWAY_CACHE_SECONDS,
@@ -16,11 +17,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from appliance.access.choices import ApplicationStatus
-from appliance.access.models import ApiKey, Grant
+from appliance.access.models import ApiKey
 from appliance.access.services import KEY_KIND
 from appliance.core.actors import Actor, ActorKind
 from appliance.core.secrets import find_credential, hash_credential, split_credential
-from appliance.registry.choices import EntryStatus
+from appliance.gateway.targets import Target, granted_targets
+from appliance.routing.plans import RoutePlan, route_plans
 
 
 @dataclass(frozen=True)
@@ -32,23 +34,6 @@ class Limits:
     monthly_token_budget: int | None = None
     max_concurrent_requests: int | None = None
     max_tokens_per_request: int | None = None
-
-
-@dataclass(frozen=True)
-class Target:
-    """A model or adapter a key may call, by the name clients use (the registry name)."""
-
-    name: str
-    model_id: int
-    model_name: str
-    model_digest: str
-    adapter_name: str = ""
-    adapter_digest: str = ""
-    created: int = 0
-
-    @property
-    def parent(self) -> str | None:
-        return self.model_name if self.adapter_name else None
 
 
 @dataclass(frozen=True)
@@ -64,6 +49,7 @@ class Principal:
     data_policy: str
     limits: Limits
     targets: dict[str, Target] = field(default_factory=dict)
+    routes: dict[str, RoutePlan] = field(default_factory=dict)
 
     def actor(self) -> Actor:
         return Actor(
@@ -82,29 +68,6 @@ class KeyRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _targets(application_id: int) -> dict[str, Target]:
-    """Approved grants only: quarantining a model or adapter withdraws it at once."""
-    targets: dict[str, Target] = {}
-    grants = Grant.objects.filter(application_id=application_id).select_related(
-        "model__artifact", "adapter__artifact"
-    )
-    for grant in grants:
-        model, adapter = grant.model, grant.adapter
-        entry = adapter or model
-        if model.status != EntryStatus.APPROVED or entry.status != EntryStatus.APPROVED:
-            continue
-        targets[entry.name] = Target(
-            name=entry.name,
-            model_id=model.pk,
-            model_name=model.name,
-            model_digest=model.artifact.digest if model.artifact else "",
-            adapter_name=adapter.name if adapter else "",
-            adapter_digest=adapter.artifact.digest if adapter and adapter.artifact else "",
-            created=int(entry.imported_at.timestamp()),
-        )
-    return targets
 
 
 def principal_load(token: str) -> Principal:
@@ -134,7 +97,8 @@ def principal_load(token: str) -> Principal:
             max_concurrent_requests=application.max_concurrent_requests,
             max_tokens_per_request=application.max_tokens_per_request,
         ),
-        targets=_targets(application.pk),
+        targets=granted_targets(application.pk),
+        routes=route_plans(application.pk),
     )
 
 

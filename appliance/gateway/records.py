@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, transaction
@@ -21,7 +21,8 @@ from appliance.audit.services import AuditEntry, audit_record_many
 from appliance.core.errors import AuditUnavailable
 from appliance.gateway.engines import Engine
 from appliance.gateway.models import UsageRecord
-from appliance.gateway.principals import Principal, Target
+from appliance.gateway.principals import Principal
+from appliance.gateway.targets import Target
 from appliance.privacy.capture import Capture
 from appliance.privacy.models import StoredContent
 
@@ -54,6 +55,11 @@ class Inference:
     completion_tokens: int = 0
     first_token_at: float | None = None
     content: Capture | None = None  # sealed prompt and completion, where the policy keeps them
+    route: str = ""  # the route asked for, if any; then the decision and its reason
+    task_class: str = ""
+    route_reason: str = ""
+    fallbacks: int = 0
+    escalations: list[str] = field(default_factory=list)  # "target: why" of each tier given up
 
     def latency_ms(self) -> float:
         return ((self.finished or time.monotonic()) - self.started) * 1000
@@ -80,6 +86,20 @@ def _details(inference: Inference) -> dict[str, object]:
         "stream": inference.stream,
         "status": inference.status,
         "error_code": inference.error_code,
+        **_routing(inference),
+    }
+
+
+def _routing(inference: Inference) -> dict[str, object]:
+    """The route's decision, on the events of routed requests only."""
+    if not inference.route:
+        return {}
+    return {
+        "route": inference.route,
+        "task_class": inference.task_class,
+        "route_reason": inference.route_reason,
+        "target": inference.target.name if inference.target else "",
+        "fallbacks": inference.escalations,
     }
 
 
@@ -126,6 +146,11 @@ def _usage_row(inference: Inference) -> UsageRecord:
         latency_ms=inference.latency_ms(),
         ttft_ms=inference.ttft_ms(),
         attempts=inference.attempts,
+        deployment=engine.deployment if engine else "",
+        route=inference.route,
+        task_class=inference.task_class,
+        route_reason=inference.route_reason[:100],
+        fallbacks=min(inference.fallbacks, 32767),
     )
 
 

@@ -24,6 +24,9 @@ class UsageRollupOut(ModelSchema):
             "start",
             "model",
             "adapter",
+            "deployment",
+            "route",
+            "task_class",
             "requests",
             "errors",
             "prompt_tokens",
@@ -67,6 +70,11 @@ class UsageRecordOut(ModelSchema):
             "latency_ms",
             "ttft_ms",
             "attempts",
+            "deployment",
+            "route",
+            "task_class",
+            "route_reason",
+            "fallbacks",
         ]
 
 
@@ -77,6 +85,8 @@ class RollupFilter(Schema):
     application_id: int | None = None
     model: str | None = Field(None, max_length=100)
     adapter: str | None = Field(None, max_length=100, description="'' for the base model only.")
+    route: str | None = Field(None, max_length=63, description="'' for requests to a model.")
+    task_class: str | None = Field(None, max_length=40)
 
 
 class RecordFilter(Schema):
@@ -85,3 +95,5 @@ class RecordFilter(Schema):
     application_id: int | None = None
     model: str | None = Field(None, max_length=100)
     status: int | None = Field(None, ge=100, le=599)
+    route: str | None = Field(None, max_length=63)
+    task_class: str | None = Field(None, max_length=40)

@@ -43,6 +43,8 @@ def usage_rollup_list(
     application_id: int | None = None,
     model: str | None = None,
     adapter: str | None = None,
+    route: str | None = None,
+    task_class: str | None = None,
 ) -> QuerySet[UsageRollup]:
     """Hourly or daily usage per application, model and adapter, oldest bucket first."""
     rollups = _visible(
@@ -55,6 +57,8 @@ def usage_rollup_list(
         application_id=application_id,
         model=model,
         adapter=adapter,
+        route=route,
+        task_class=task_class,
     )
     return rollups.order_by("start", "application__name", "model", "adapter", "id")
 
@@ -67,6 +71,8 @@ def usage_record_list(
     application_id: int | None = None,
     model: str | None = None,
     status: int | None = None,
+    route: str | None = None,
+    task_class: str | None = None,
 ) -> QuerySet[UsageRecord]:
     """Single requests, newest first."""
     records = _visible(
@@ -78,5 +84,7 @@ def usage_record_list(
         application_id=application_id,
         model=model,
         status=status,
+        route=route,
+        task_class=task_class,
     )
     return records.order_by("-time", "-id")

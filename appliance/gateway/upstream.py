@@ -41,6 +41,12 @@ def engine_session() -> aiohttp.ClientSession:
     return session
 
 
+def has_session() -> bool:
+    """Whether this event loop has a client already (one made for a job is the job's to close)."""
+    session = _sessions.get(asyncio.get_running_loop())
+    return session is not None and not session.closed
+
+
 async def close_session() -> None:
     """Close this event loop's client (at shutdown, and between test servers)."""
     session = _sessions.pop(asyncio.get_running_loop(), None)

@@ -32,7 +32,9 @@ def usage_rollup(*, now: datetime | None = None, hours: int = 2) -> dict[str, in
         rows = (
             UsageRecord.objects.filter(time__gte=start)
             .annotate(bucket=TRUNC[period]("time", tzinfo=UTC))
-            .values("bucket", "application_id", "model", "adapter")
+            .values(
+                "bucket", "application_id", "model", "adapter", "deployment", "route", "task_class"
+            )
             .annotate(
                 requests=Count("id"),
                 errors=Count("id", filter=Q(status__gte=400)),
@@ -51,6 +53,9 @@ def usage_rollup(*, now: datetime | None = None, hours: int = 2) -> dict[str, in
                 application_id=row["application_id"],
                 model=row["model"],
                 adapter=row["adapter"],
+                deployment=row["deployment"],
+                route=row["route"],
+                task_class=row["task_class"],
                 requests=row["requests"],
                 errors=row["errors"],
                 prompt_tokens=row["prompt"] or 0,

@@ -14,7 +14,8 @@ from appliance.gateway.auth import authenticate
 from appliance.gateway.choices import Endpoint
 from appliance.gateway.errors import GatewayError, model_not_found
 from appliance.gateway.handler import infer
-from appliance.gateway.principals import Target
+from appliance.gateway.targets import Target
+from appliance.routing.plans import RoutePlan
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,22 @@ def _model_entry(target: Target) -> dict[str, Any]:
     }
 
 
+def _route_entry(plan: RoutePlan) -> dict[str, Any]:
+    return {
+        "id": plan.name,
+        "object": "model",
+        "created": plan.created,
+        "owned_by": "appliance",
+        "parent": None,
+    }
+
+
 @gateway_view("GET")
 async def models_list(request: HttpRequest) -> JsonResponse:
-    """The models and adapters this key may call (granted and approved), nothing else."""
+    """The models, adapters and routes this key may call (granted and approved), nothing else."""
     principal = await authenticate(request)
     entries = [_model_entry(t) for _, t in sorted(principal.targets.items())]
+    entries += [_route_entry(plan) for _, plan in sorted(principal.routes.items())]
     return JsonResponse({"object": "list", "data": entries})
 
 
@@ -75,9 +87,12 @@ async def models_list(request: HttpRequest) -> JsonResponse:
 async def model_detail(request: HttpRequest, name: str) -> JsonResponse:
     principal = await authenticate(request)
     target = principal.targets.get(name)
-    if target is None:
+    if target is not None:
+        return JsonResponse(_model_entry(target))
+    plan = principal.routes.get(name)
+    if plan is None:
         raise model_not_found(name)
-    return JsonResponse(_model_entry(target))
+    return JsonResponse(_route_entry(plan))
 
 
 @gateway_view("POST")

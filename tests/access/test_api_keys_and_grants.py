@@ -195,6 +195,7 @@ def test_admin_or_operator_grants_an_approved_model(
         "application": "discharge-letters",
         "model": "base-model",
         "adapter": None,
+        "route": None,
     }
 
 

@@ -15,6 +15,7 @@ import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +44,18 @@ from appliance.fleet.models import Deployment, EnrollmentToken, Gpu, Node
 from appliance.registry import services as registry
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
+from appliance.routing import services as routing
+from appliance.routing.choices import EvaluationStatus
+from appliance.routing.costs import cost_model_set, reference_price_save
+from appliance.routing.evaluations import evaluation_set_create
+from appliance.routing.models import (
+    CostModel,
+    Evaluation,
+    EvaluationSet,
+    ReferencePrice,
+    Route,
+    TaskClass,
+)
 from tests.conftest import PASSWORD, ApiClient, actor, make_user
 from tests.fleet.conftest import gpu_reading
 from tests.privacy.conftest import store_exchange
@@ -82,6 +95,12 @@ class World:
     api_key: ApiKey  # a live key of ``application``
     grant: Grant  # ``application`` may use ``approved_model``
     ungranted_application: Application  # owen's too, with no grants yet
+    task_class: TaskClass  # "general", with example prompts; ``route`` uses it
+    route: Route  # "matrix-route": general → approved_model; granted to no one
+    reference_price: ReferencePrice  # the default one
+    cost_model: CostModel  # ``deployment``'s: a set price per million tokens
+    evaluation_set: EvaluationSet  # no evaluation has run on it yet
+    evaluation: Evaluation  # finished on another set; approved_model met the target
     export: AuditExport  # a finished audit export bundle, built last (its checkpoint covers all)
 
     def path_values(self) -> dict[str, Any]:
@@ -99,6 +118,11 @@ class World:
             "key_id": self.api_key.pk,
             "grant_id": self.grant.pk,
             "export_id": self.export.pk,
+            "task_class_id": self.task_class.pk,
+            "route_id": self.route.pk,
+            "price_id": self.reference_price.pk,
+            "set_id": self.evaluation_set.pk,
+            "evaluation_id": self.evaluation.pk,
         }
 
 
@@ -201,6 +225,34 @@ def _stored_request(world: World) -> str:
 def _erasure_body(world: World) -> dict[str, Any]:
     store_exchange(world.application, request_id="matrix-request-2", subject="matrix-subject")
     return {"application_id": world.application.pk, "subject": "matrix-subject"}
+
+
+ROUTES_MANAGE = _only(ADMIN, OPERATOR)
+EVALUATIONS_VIEW = _only(ADMIN, OPERATOR, AUDITOR)
+EVALUATIONS_RUN = _only(ADMIN, OPERATOR)
+ONE_ITEM = '{"messages": [{"role": "user", "content": "2 + 2?"}], "expected": "4", "scorer": {"type": "exact"}}'
+
+
+def _route_body(world: World, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "default_class": world.task_class.name,
+        "rules": [{"kind": "keyword", "value": "summar", "task_class": world.task_class.name}],
+        "tiers": [{"task_class": world.task_class.name, "model_id": world.approved_model.pk}],
+    }
+
+
+def _unused_task_class(world: World) -> int:
+    """A task class no route uses (the world's is its route's default, so cannot go)."""
+    return routing.task_class_create(actor=system_actor(), name="unused").pk
+
+
+def _price_body(world: World) -> dict[str, Any]:
+    return {"name": "hosted-mini", "prompt_per_million": "0.15", "completion_per_million": "0.6"}
+
+
+def _cost_window(world: World) -> dict[str, Any]:
+    return {"since": "2026-01-01T00:00:00Z", "until": "2099-01-01T00:00:00Z"}
 
 
 MATRIX: dict[tuple[str, str], Rule] = {
@@ -380,6 +432,66 @@ MATRIX: dict[tuple[str, str], Rule] = {
         200,
         query=lambda w: {"since": "2026-01-01T00:00:00Z", "until": "2099-01-01T00:00:00Z"},
     ),
+    # task classes and routes: everyone reads them; admins and operators change them
+    ("GET", "/api/v1/task-classes"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/task-classes"): Rule(
+        ROUTES_MANAGE,
+        201,
+        body=lambda w: {"name": "extraction", "examples": ["List the medications."]},
+    ),
+    ("GET", "/api/v1/task-classes/{task_class_id}"): Rule(EVERYONE, 200),
+    ("PATCH", "/api/v1/task-classes/{task_class_id}"): Rule(
+        ROUTES_MANAGE, 200, body=lambda w: {"description": "Anything else."}
+    ),
+    ("DELETE", "/api/v1/task-classes/{task_class_id}"): Rule(
+        ROUTES_MANAGE, 204, path_objects={"task_class_id": _unused_task_class}
+    ),
+    ("GET", "/api/v1/routes"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/routes"): Rule(
+        ROUTES_MANAGE, 201, body=lambda w: _route_body(w, "new-route")
+    ),
+    ("GET", "/api/v1/routes/{route_id}"): Rule(EVERYONE, 200),
+    ("PUT", "/api/v1/routes/{route_id}"): Rule(
+        ROUTES_MANAGE, 200, body=lambda w: _route_body(w, w.route.name)
+    ),
+    ("DELETE", "/api/v1/routes/{route_id}"): Rule(ROUTES_MANAGE, 204),
+    # costs (everyone reads them; app owners see their own applications' rows only:
+    # tests/routing/test_costs.py); prices and cost models are set by admins and operators
+    ("GET", "/api/v1/costs"): Rule(EVERYONE, 200, query=_cost_window),
+    ("GET", "/api/v1/costs/reference-prices"): Rule(EVERYONE, 200),
+    ("POST", "/api/v1/costs/reference-prices"): Rule(ROUTES_MANAGE, 201, body=_price_body),
+    ("PUT", "/api/v1/costs/reference-prices/{price_id}"): Rule(
+        ROUTES_MANAGE, 200, body=_price_body
+    ),
+    ("DELETE", "/api/v1/costs/reference-prices/{price_id}"): Rule(ROUTES_MANAGE, 204),
+    ("GET", "/api/v1/costs/models"): Rule(EVERYONE, 200),
+    ("PUT", "/api/v1/costs/models/{deployment_id}"): Rule(
+        ROUTES_MANAGE, 200, body=lambda w: {"kind": "gpu_hour", "gpu_hour_price": "2.5"}
+    ),
+    ("DELETE", "/api/v1/costs/models/{deployment_id}"): Rule(ROUTES_MANAGE, 204),
+    # evaluations
+    ("GET", "/api/v1/evaluations/sets"): Rule(EVALUATIONS_VIEW, 200),
+    ("POST", "/api/v1/evaluations/sets"): Rule(
+        EVALUATIONS_RUN, 201, body=lambda w: {"name": "uploaded-set", "jsonl": ONE_ITEM}
+    ),
+    ("DELETE", "/api/v1/evaluations/sets/{set_id}"): Rule(EVALUATIONS_RUN, 204),
+    ("GET", "/api/v1/evaluations"): Rule(EVALUATIONS_VIEW, 200),
+    ("POST", "/api/v1/evaluations"): Rule(
+        EVALUATIONS_RUN,
+        202,
+        body=lambda w: {
+            "evaluation_set_id": w.evaluation_set.pk,
+            "candidates": [w.approved_model.name, w.route.name],
+            "target_score": 0.8,
+        },
+    ),
+    ("GET", "/api/v1/evaluations/{evaluation_id}"): Rule(EVALUATIONS_VIEW, 200),
+    # applying a result changes a route
+    ("POST", "/api/v1/evaluations/{evaluation_id}/apply"): Rule(
+        ROUTES_MANAGE,
+        200,
+        body=lambda w: {"route_id": w.route.pk, "task_class": w.task_class.name},
+    ),
 }
 
 ERROR_CODES = {401: "not_authenticated", 403: "permission_denied", 404: "not_found"}
@@ -413,8 +525,10 @@ def build_world(
 ) -> World:
     """Registry entries imported by ``importer`` (bob, a second admin) so that alice may approve
     them; a pending and an approved model, a pending adapter, users and tokens; an enrolled node
-    with GPUs, an unused enrollment token and a deployment on the approved model; two
-    applications of the app owner persona, one with a key and a grant of the approved model."""
+    with GPUs, an unused enrollment token and a deployment on the approved model (priced per
+    million tokens); two applications of the app owner persona, one with a key and a grant of the
+    approved model; a task class, a route on the approved model, a default reference price, an
+    evaluation set and a finished evaluation."""
     bob, alice = actor(importer), actor(personas[ADMIN])
     with capture_on_commit(execute=True):
         pending_model, job = registry.model_import(
@@ -464,6 +578,39 @@ def build_world(
     api_key, _ = access.api_key_create(actor=bob, application=application, name="spare")
     grant = access.grant_create(actor=bob, application=application, model=approved_model)
     ungranted = access.application_create(actor=bob, name="matrix-app-2", owner=owner)
+    task_class = routing.task_class_create(
+        actor=bob, name="general", examples=["Summarise this discharge letter."]
+    )
+    route = routing.route_create(
+        actor=bob,
+        definition=routing.RouteDefinition(
+            name="matrix-route",
+            default_class="general",
+            rules=[routing.RuleSpec(kind="keyword", value="summar", task_class="general")],
+            tiers=[routing.TierSpec(task_class="general", model_id=approved_model.pk)],
+        ),
+    )
+    reference_price = reference_price_save(
+        actor=bob,
+        name="hosted-large",
+        prompt_per_million=Decimal("3"),
+        completion_per_million=Decimal("15"),
+        is_default=True,
+    )
+    cost_model = cost_model_set(
+        actor=bob, deployment=deployment, kind="per_million", price_per_million=Decimal("0.5")
+    )
+    evaluation_set = evaluation_set_create(actor=bob, name="matrix-set", jsonl=ONE_ITEM)
+    # A finished run, written as its job would leave it (running one calls the gateway).
+    evaluation = Evaluation.objects.create(
+        evaluation_set=evaluation_set_create(actor=bob, name="matrix-set-run", jsonl=ONE_ITEM),
+        candidates=[approved_model.name, route.name],
+        target_score=0.5,
+        status=EvaluationStatus.SUCCEEDED,
+        progress=1.0,
+        report={"target_score": 0.5, "candidates": [], "smallest_meeting": approved_model.name},
+        created_by=bob.user,
+    )
     export_job = audit_export_request(actor=bob, filters={}, enqueue=False)
     audit_export_build(job_id=str(export_job.pk))  # signs a checkpoint over everything above
     export = AuditExport.objects.get(pk=export_job.object_id)
@@ -489,6 +636,12 @@ def build_world(
         api_key=api_key,
         grant=grant,
         ungranted_application=ungranted,
+        task_class=task_class,
+        route=route,
+        reference_price=reference_price,
+        cost_model=cost_model,
+        evaluation_set=evaluation_set,
+        evaluation=evaluation,
         export=export,
     )
 

@@ -604,6 +604,78 @@ def test_usage_records_count_the_tokens(stack: Stack) -> None:
     assert throttled and throttled[0]["error_code"] == "requests_per_minute"
 
 
+# 6b. A route: rules pick the base model or the adapter, and the usage record says why
+
+
+def test_a_route_sends_each_request_to_the_target_of_its_task_class(stack: Stack) -> None:
+    api = stack.api
+    for name in ("classification", "general"):
+        made = api.post("/task-classes", json={"name": name})
+        assert made.status_code == 201, made.text
+    route = api.post(
+        "/routes",
+        json={
+            "name": "clinic-router",
+            "default_class": "general",
+            "rules": [
+                {"kind": "keyword", "value": "triage, classify", "task_class": "classification"}
+            ],
+            "tiers": [
+                {
+                    "task_class": "classification",
+                    "model_id": World.model["id"],
+                    "adapter_id": World.adapters["demo-triage"]["id"],
+                },
+                {"task_class": "general", "model_id": World.model["id"]},
+            ],
+        },
+    )
+    assert route.status_code == 201, route.text
+    app = api.post("/applications", json={"name": "routed"}).json()
+    granted = api.post(f"/applications/{app['id']}/grants", json={"route_id": route.json()["id"]})
+    assert granted.status_code == 201, granted.text
+    key = api.post(f"/applications/{app['id']}/keys", json={"name": "k"}).json()["secret"]
+    client = gateway(key)
+    asked = {
+        "triage": "Triage this: " + SECRET_PROMPT,
+        "general": "Write a kind note to " + SECRET_PROMPT,
+    }
+    answers = {
+        name: client.chat.completions.with_raw_response.create(
+            model="clinic-router", messages=[{"role": "user", "content": text}], max_tokens=4
+        )
+        for name, text in asked.items()
+    }
+
+    decisions = {
+        name: (raw.headers["x-appliance-route-target"], raw.headers["x-appliance-task-class"])
+        for name, raw in answers.items()
+    }
+    assert decisions == {
+        "triage": ("demo-triage", "classification"),
+        "general": ("demo-llama", "general"),
+    }
+    assert all(raw.parse().model == "clinic-router" for raw in answers.values())
+    records = {r["request_id"]: r for r in usage_records(stack) if r["application_id"] == app["id"]}
+    by_name = {name: records[raw.headers["x-request-id"]] for name, raw in answers.items()}
+    assert (
+        by_name["triage"]["route"],
+        by_name["triage"]["task_class"],
+        by_name["triage"]["route_reason"],
+        by_name["triage"]["adapter"],
+    ) == ("clinic-router", "classification", "rule 1 keyword", "demo-triage")
+    assert (by_name["general"]["task_class"], by_name["general"]["route_reason"]) == (
+        "general",
+        "default",
+    )
+    assert all(r["status"] == 200 and r["completion_tokens"] > 0 for r in by_name.values())
+    assert all(r["deployment"] in DEPLOYMENTS for r in by_name.values())
+    assert SECRET_PROMPT not in json.dumps(list(by_name.values()))
+    # A key granted the route may not call what it selects directly.
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="demo-triage", messages=USER, max_tokens=4)
+
+
 # 7. An engine dies under traffic
 
 

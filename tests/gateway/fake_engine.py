@@ -24,6 +24,8 @@ class FakeEngine:
     status: int = 200  # answer this status with a vLLM-style error body instead
     hold: bool = False  # after the first chunk, wait until the client goes away
     prompt_tokens: int = 7
+    content: str = ""  # a chat answer's text ("ok ok ok" when empty)
+    embedder: Any = None  # text -> vector, for /v1/embeddings (a fixed vector when None)
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
     port: int = 0
@@ -75,16 +77,24 @@ class FakeEngine:
     def _answer(self, document: dict[str, Any], path: str) -> dict[str, Any]:
         model = document.get("model")
         if path.endswith("/embeddings"):
+            inputs = document.get("input")
+            texts = inputs if isinstance(inputs, list) else [inputs]
+            vectors = (
+                [self.embedder(text) for text in texts] if self.embedder else [[0.1, 0.2, 0.3]]
+            )
             return {
                 "object": "list",
                 "model": model,
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": vector}
+                    for i, vector in enumerate(vectors)
+                ],
                 "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens},
             }
         if path.endswith("/chat/completions"):
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": "ok " * self.chunks},
+                "message": {"role": "assistant", "content": self.content or "ok " * self.chunks},
                 "finish_reason": "length",
             }
             kind = "chat.completion"

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from appliance.access.demo import demo_application_key
+from appliance.access.demo import DEMO_APPLICATION, demo_application_key
+from appliance.access.models import Application
 from appliance.agent.config import write_private
 from appliance.audit.checkpoints import checkpoint_create
 from appliance.audit.witness import witness_forward
@@ -31,9 +32,12 @@ from appliance.fleet.telemetry import gpu_samples_rollup
 from appliance.gateway.usage import usage_rollup
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
+from appliance.routing.costs import cost_refresh
+from appliance.routing.demo import demo_route_install
 
 LOCAL_NODE = "local"
 DEMO_DEPLOYMENT = "demo-llama"
+EMBEDDING_DEPLOYMENT = "minilm"
 ROLLUP_EVERY_SECONDS = 60
 
 
@@ -61,8 +65,9 @@ class Command(BaseCommand):
         engine_python = options["engine_python"]
         if engine_python and not Path(engine_python).exists():
             raise CommandError(f"{engine_python} does not exist (run `make engine`?)")
-        call_command("make_demo_model")
+        call_command("make_demo_model", engine_python=engine_python)
         self._demo_key(url)
+        self._demo_route()
         children: list[subprocess.Popen[bytes]] = []
         stopping = False
 
@@ -110,6 +115,25 @@ class Command(BaseCommand):
             write_private(path, saved)
             self.stdout.write(f"Demo application key for {url}/v1 saved to {path} (mode 0600)")
 
+    def _demo_route(self) -> None:
+        """The route ``auto`` over the demo model and its triage adapter (with the embedding
+        model's semantic classifier where it is imported), granted to the demo application."""
+        application = Application.objects.filter(name=DEMO_APPLICATION).first()
+        if application is None:
+            return
+        route = demo_route_install(
+            actor=system_actor("run_appliance"),
+            application=application,
+            model_name=DEMO_DEPLOYMENT,
+            adapter_name="demo-triage",
+            embedding=EMBEDDING_DEPLOYMENT,
+        )
+        if route is not None:
+            self.stdout.write(
+                f"Demo route '{route.name}' (task classes → demo-llama or demo-triage) granted "
+                "to the demo application: call it as the model 'auto'."
+            )
+
     def _serve(self, host: str, port: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - our own server
             [
@@ -152,10 +176,11 @@ class Command(BaseCommand):
         )
 
     def _deploy_demo(self) -> None:
-        if Deployment.objects.filter(name=DEMO_DEPLOYMENT).exists():
-            return
         node = Node.objects.get(name=LOCAL_NODE)
         if node.status != NodeStatus.ONLINE:
+            return
+        self._deploy_embedding(node)
+        if Deployment.objects.filter(name=DEMO_DEPLOYMENT).exists():
             return
         model = BaseModel.objects.get(name="demo-llama", status=EntryStatus.APPROVED)
         adapters = list(Adapter.objects.filter(name="demo-triage", status=EntryStatus.APPROVED))
@@ -170,6 +195,23 @@ class Command(BaseCommand):
             max_loras=2,
             max_lora_rank=8,
             description="The generated demo model on the CPU build of vLLM (make run).",
+        )
+
+    def _deploy_embedding(self, node: Node) -> None:
+        """The embedding model on the CPU too (the demo route's semantic classifier)."""
+        model = BaseModel.objects.filter(
+            name=EMBEDDING_DEPLOYMENT, status=EntryStatus.APPROVED
+        ).first()
+        if model is None or Deployment.objects.filter(name=EMBEDDING_DEPLOYMENT).exists():
+            return
+        deployments.deployment_create(
+            actor=system_actor("run_appliance"),
+            name=EMBEDDING_DEPLOYMENT,
+            model=model,
+            device=Device.CPU,
+            node=node,
+            max_model_len=256,
+            description="all-MiniLM-L6-v2 for the demo route's semantic classifier (make run).",
         )
 
     def _agent(self, state_dir: Path, engine_python: str) -> subprocess.Popen[bytes]:
@@ -206,6 +248,7 @@ class Command(BaseCommand):
             if now >= next_rollup:
                 gpu_samples_rollup()
                 usage_rollup()
+                cost_refresh()
                 self._audit_jobs()
                 next_rollup = now + ROLLUP_EVERY_SECONDS
             time.sleep(1)

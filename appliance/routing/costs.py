@@ -1,0 +1,252 @@
+"""What the appliance's answers cost, and what the same tokens would have cost at a hosted API's
+list price. A deployment's cost model is either a set price per million tokens or its GPUs'
+hourly price amortised over the tokens it served; reports read the daily usage rollups."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from appliance.accounts.permissions import Capability, require
+from appliance.audit.services import audit_record
+from appliance.core.actors import Actor
+from appliance.core.changes import access_changed
+from appliance.core.errors import Conflict, ValidationFailed
+from appliance.fleet.models import Deployment
+from appliance.gateway.choices import UsagePeriod
+from appliance.gateway.models import UsageRollup
+from appliance.routing.choices import CostKind
+from appliance.routing.models import CostModel, ReferencePrice
+
+MILLION = Decimal(1_000_000)
+CENT = Decimal("0.0001")
+MEASURE_DAYS = 7  # the window the effective price per million is measured over
+MAX_PRICE = Decimal("1000000")
+
+
+def _price(name: str, value: Decimal | None, *, required: bool) -> Decimal | None:
+    if value is None:
+        if required:
+            raise ValidationFailed(f"{name} is required.", fields={name: ["Required."]})
+        return None
+    if not value.is_finite() or not Decimal(0) <= value <= MAX_PRICE:
+        raise ValidationFailed(
+            f"{name} must be from 0 to {MAX_PRICE}.", fields={name: ["From 0 to 1000000."]}
+        )
+    return value.quantize(CENT)
+
+
+# Reference prices ------------------------------------------------------------------------------
+
+
+def reference_price_save(
+    *,
+    actor: Actor,
+    name: str,
+    prompt_per_million: Decimal,
+    completion_per_million: Decimal,
+    is_default: bool = False,
+    notes: str = "",
+    price: ReferencePrice | None = None,
+) -> ReferencePrice:
+    """Create or change a hosted API's list price (typed in by the admin: nothing is fetched).
+    Making one the default takes the mark from the others."""
+    require(actor, Capability.ROUTES_MANAGE)
+    if not name.strip() or len(name) > 100:
+        raise ValidationFailed("A name of 1 to 100 characters.", fields={"name": ["Required."]})
+    prompt = _price("prompt_per_million", prompt_per_million, required=True)
+    completion = _price("completion_per_million", completion_per_million, required=True)
+    with transaction.atomic():
+        if is_default:
+            others = ReferencePrice.objects.all()
+            if price is not None:
+                others = others.exclude(pk=price.pk)
+            others.update(is_default=False)
+        price = price or ReferencePrice()
+        created = price.pk is None
+        price.name, price.notes, price.is_default = name.strip(), notes, is_default
+        assert prompt is not None
+        assert completion is not None
+        price.prompt_per_million, price.completion_per_million = prompt, completion
+        try:
+            with transaction.atomic():
+                price.save()
+        except IntegrityError as exc:
+            raise Conflict(
+                f"A reference price named {name} exists.", code="duplicate_name"
+            ) from exc
+        audit_record(
+            actor=actor,
+            action="reference_price.create" if created else "reference_price.update",
+            object_type="reference_price",
+            object_id=price.pk,
+            details={
+                "name": price.name,
+                "prompt_per_million": str(prompt),
+                "completion_per_million": str(completion),
+                "is_default": is_default,
+                "currency": settings.APPLIANCE_CURRENCY,
+            },
+        )
+    return price
+
+
+def reference_price_delete(*, actor: Actor, price: ReferencePrice) -> None:
+    require(actor, Capability.ROUTES_MANAGE)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="reference_price.delete",
+            object_type="reference_price",
+            object_id=price.pk,
+            details={"name": price.name},
+        )
+        price.delete()
+
+
+# Cost models -----------------------------------------------------------------------------------
+
+
+def _gpus(cost: CostModel) -> int:
+    """GPUs the price is paid for: as set, else the deployment's GPUs per replica times its
+    replicas (a CPU deployment counts as one machine per replica)."""
+    deployment = cost.deployment
+    if cost.gpu_count:
+        return cost.gpu_count
+    per_replica = len(deployment.gpu_indices) or deployment.tensor_parallel_size or 1
+    return per_replica * max(1, deployment.replicas)
+
+
+def cost_model_set(
+    *,
+    actor: Actor,
+    deployment: Deployment,
+    kind: str,
+    gpu_hour_price: Decimal | None = None,
+    gpu_count: int | None = None,
+    price_per_million: Decimal | None = None,
+) -> CostModel:
+    """Set how a deployment's answers are priced; the effective price is measured at once."""
+    require(actor, Capability.ROUTES_MANAGE)
+    if kind not in CostKind.values:
+        raise ValidationFailed(
+            "Unknown kind.", fields={"kind": [f"One of {', '.join(CostKind.values)}."]}
+        )
+    gpu_hour = _price("gpu_hour_price", gpu_hour_price, required=kind == CostKind.GPU_HOUR)
+    per_million = _price(
+        "price_per_million", price_per_million, required=kind == CostKind.PER_MILLION
+    )
+    if gpu_count is not None and not 1 <= gpu_count <= 4096:
+        raise ValidationFailed("From 1 to 4096 GPUs.", fields={"gpu_count": ["From 1 to 4096."]})
+    with transaction.atomic():
+        cost, created = CostModel.objects.select_for_update().get_or_create(
+            deployment=deployment, defaults={"kind": kind}
+        )
+        cost.kind = kind
+        cost.gpu_hour_price = gpu_hour if kind == CostKind.GPU_HOUR else None
+        cost.gpu_count = gpu_count if kind == CostKind.GPU_HOUR else None
+        cost.price_per_million = per_million if kind == CostKind.PER_MILLION else None
+        _measure(cost, timezone.now())
+        cost.save()
+        access_changed()  # routes' ceilings compare against the new price
+        audit_record(
+            actor=actor,
+            action="cost_model.set",
+            object_type="deployment",
+            object_id=deployment.pk,
+            details={
+                "deployment": deployment.name,
+                "kind": kind,
+                "gpu_hour_price": str(cost.gpu_hour_price) if cost.gpu_hour_price else None,
+                "gpu_count": cost.gpu_count,
+                "price_per_million": str(cost.price_per_million)
+                if cost.price_per_million
+                else None,
+                "currency": settings.APPLIANCE_CURRENCY,
+                "created": created,
+            },
+        )
+    return cost
+
+
+def cost_model_delete(*, actor: Actor, cost: CostModel) -> None:
+    require(actor, Capability.ROUTES_MANAGE)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="cost_model.delete",
+            object_type="deployment",
+            object_id=cost.deployment_id,
+            details={"deployment": cost.deployment.name},
+        )
+        cost.delete()
+        access_changed()
+
+
+def _active_hours(deployment: Deployment, since: datetime, until: datetime) -> Decimal:
+    """Hours of [since, until) during which the deployment existed."""
+    start = max(since, deployment.created_at)
+    end = min(until, deployment.removed_at or until, timezone.now())
+    seconds = max(0.0, (end - start).total_seconds())
+    return Decimal(seconds) / Decimal(3600)
+
+
+def deployment_tokens(names: list[str], since: datetime, until: datetime) -> dict[str, int]:
+    """Tokens each deployment served in the window, for every application (the price of its
+    GPUs is shared over all of them)."""
+    rows = (
+        UsageRollup.objects.filter(
+            period=UsagePeriod.HOUR, start__gte=since, start__lt=until, deployment__in=names
+        )
+        .values("deployment")
+        .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
+        .order_by()
+    )
+    return {
+        row["deployment"]: int(row["prompt"] or 0) + int(row["completion"] or 0) for row in rows
+    }
+
+
+def gpu_cost(cost: CostModel, since: datetime, until: datetime) -> Decimal:
+    """What the deployment's GPUs cost over the window."""
+    assert cost.gpu_hour_price is not None
+    return cost.gpu_hour_price * _gpus(cost) * _active_hours(cost.deployment, since, until)
+
+
+def _measure(cost: CostModel, now: datetime) -> None:
+    """The effective price per million tokens over the last week (None for GPU-hour pricing
+    until the deployment has served tokens)."""
+    cost.measured_at = now
+    if cost.kind == CostKind.PER_MILLION:
+        cost.effective_per_million, cost.measured_tokens = cost.price_per_million, 0
+        return
+    since = now - timedelta(days=MEASURE_DAYS)
+    tokens = deployment_tokens([cost.deployment.name], since, now).get(cost.deployment.name, 0)
+    cost.measured_tokens = tokens
+    cost.effective_per_million = (
+        (gpu_cost(cost, since, now) * MILLION / tokens).quantize(CENT) if tokens else None
+    )
+
+
+def cost_refresh(*, now: datetime | None = None) -> int:
+    """Re-measure every cost model's effective price (hourly job); the gateways pick the new
+    prices up with their next key refresh. Not audited: a measurement, not a decision."""
+    now = now or timezone.now()
+    costs = list(CostModel.objects.select_related("deployment"))
+    changed = False
+    with transaction.atomic():
+        for cost in costs:
+            before = cost.effective_per_million
+            _measure(cost, now)
+            changed = changed or before != cost.effective_per_million
+        CostModel.objects.bulk_update(
+            costs, ["effective_per_million", "measured_tokens", "measured_at"]
+        )
+        if changed:
+            access_changed()  # only then: it drops every gateway's cached keys
+    return len(costs)
