@@ -229,13 +229,14 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         seconds = min(seconds, budget / 1000)
     deadline = asyncio.get_running_loop().time() + seconds
     try:
+        if keep:  # sealed before anything, the embedding model included, sees the prompt
+            await _capture(exchange, body, endpoint, subject)
         if plan is not None:
-            chain = await _decide(exchange, plan, body, request.headers.get(TASK_HEADER), budget)
+            hint = request.headers.get(TASK_HEADER)
+            chain = await _decide(exchange, plan, body, hint, budget, deadline)
         else:
             assert target is not None
             chain = [Tier(target)]
-        if keep:
-            await _capture(exchange, body, endpoint, subject)
         return _decision_headers(
             inference, await _proxy(exchange, body, endpoint, slot, deadline, chain)
         )
@@ -259,11 +260,15 @@ async def _decide(
     body: dict[str, Any],
     hint: str | None,
     budget: int | None,
+    deadline: float,
 ) -> list[Tier]:
-    """The task class and the chain of targets for a request to a route."""
+    """The task class and the chain of targets for a request to a route; the semantic
+    classifier may use what is left of the request's time, up to its own limit."""
     inference = exchange.inference
-    inference.route = plan.name
-    decision = await decide(plan, body, hint)
+    inference.route, inference.route_version = plan.name, plan.version
+    left = deadline - asyncio.get_running_loop().time()
+    limit = min(settings.APPLIANCE_ROUTING_SEMANTIC_TIMEOUT_MS / 1000, max(0.0, left))
+    decision = await decide(plan, body, hint, limit)
     inference.task_class, inference.route_reason = decision.task_class, decision.reason
     chain = chain_for(plan, decision, budget)
     inference.target = chain[0].target
@@ -414,7 +419,7 @@ async def _open_chain(
     loop = asyncio.get_running_loop()
     for position, tier in enumerate(chain):
         last = position == len(chain) - 1
-        inference.target = tier.target
+        inference.target, inference.tier_started = tier.target, time.monotonic()
         tier_deadline = deadline
         if tier.timeout_ms is not None and not last:
             tier_deadline = min(deadline, loop.time() + tier.timeout_ms / 1000)
@@ -443,6 +448,7 @@ def _escalate(exchange: Exchange, tier: Tier, why: str) -> None:
     """Give up on a tier (nothing reached the client yet) and note why, for the record."""
     exchange.close_upstream()
     inference = exchange.inference
+    inference.engine = None  # the record names the engine that answered, not one given up
     inference.fallbacks += 1
     inference.escalations.append(f"{tier.target.name}: {why}")
     inference.status, inference.error_code = 0, ""
@@ -493,7 +499,8 @@ async def _proxy(
         if inference.content is not None and endpoint != Endpoint.EMBEDDINGS:
             _seal_answer(exchange, content)
         if inference.route and inference.target is not None:
-            latency.observe(inference.target.name, inference.latency_ms())
+            took = (time.monotonic() - (inference.tier_started or inference.started)) * 1000
+            latency.observe(inference.target.name, took)
     else:
         inference.error_code = f"engine_{response.status}"
     await exchange.end()  # fail closed: no answer without its audit event

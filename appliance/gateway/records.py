@@ -56,6 +56,8 @@ class Inference:
     first_token_at: float | None = None
     content: Capture | None = None  # sealed prompt and completion, where the policy keeps them
     route: str = ""  # the route asked for, if any; then the decision and its reason
+    route_version: int = 0
+    tier_started: float | None = None  # time.monotonic() when the answering tier was tried
     task_class: str = ""
     route_reason: str = ""
     fallbacks: int = 0
@@ -96,6 +98,7 @@ def _routing(inference: Inference) -> dict[str, object]:
         return {}
     return {
         "route": inference.route,
+        "route_version": inference.route_version,
         "task_class": inference.task_class,
         "route_reason": inference.route_reason,
         "target": inference.target.name if inference.target else "",

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import aiohttp
-from django.conf import settings
 from django.http import HttpRequest
 
 from appliance.gateway.engines import balancer, table_refresh
@@ -25,7 +24,7 @@ from appliance.routing.classify import (
     prompt_text,
 )
 from appliance.routing.plans import RoutePlan, Tier
-from appliance.routing.semantic import Warming, by_similarity
+from appliance.routing.semantic import EmbeddingUnavailable, Warming, by_similarity
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +32,6 @@ BUDGET_HEADER = "X-Appliance-Latency-Budget-Ms"
 TARGET_HEADER = "X-Appliance-Route-Target"
 CLASS_HEADER = "X-Appliance-Task-Class"
 MAX_BUDGET_MS = 3_600_000
-
-
-class EmbeddingUnavailable(Exception):
-    """The route's embedding model gave no vectors (no engine, an error, too slow)."""
 
 
 def latency_budget(request: HttpRequest) -> int | None:
@@ -74,7 +69,11 @@ async def embed(model_id: int, inputs: list[str], timeout: float) -> list[list[f
         raise EmbeddingUnavailable(type(exc).__name__) from None
 
 
-async def decide(plan: RoutePlan, body: dict[str, Any], hint: str | None) -> Decision:
+async def decide(
+    plan: RoutePlan, body: dict[str, Any], hint: str | None, timeout: float
+) -> Decision:
+    """Hint, rules, then the semantic classifier (given at most ``timeout`` seconds), then the
+    default class."""
     if hint is not None:
         try:
             return by_hint(plan, hint)
@@ -90,10 +89,10 @@ async def decide(plan: RoutePlan, body: dict[str, Any], hint: str | None) -> Dec
         return decided
     if plan.embedding_model_id is None:
         return by_default(plan)
+    if timeout <= 0:
+        return by_default(plan, "no time left to classify")
     try:
-        return await by_similarity(
-            plan, text, embed, settings.APPLIANCE_ROUTING_SEMANTIC_TIMEOUT_MS / 1000
-        )
+        return await by_similarity(plan, text, embed, timeout)
     except Warming:
         return by_default(plan, "semantic warming up")
     except EmbeddingUnavailable as exc:

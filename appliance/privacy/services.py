@@ -32,6 +32,8 @@ from appliance.privacy.choices import ContentKind
 from appliance.privacy.errors import ContentErased, ContentIntegrityFailed, MasterKeyUnavailable
 from appliance.privacy.keys import SUBJECT_RULE, subject_pseudonym, subject_valid, unseal
 from appliance.privacy.models import StoredContent, SubjectKey, content_aad
+from appliance.routing.evaluations import ITEMS_PURPOSE
+from appliance.routing.models import EvaluationSet
 
 ROTATION_BATCH = 500
 M = TypeVar("M", bound=Model)
@@ -201,6 +203,7 @@ class MasterKeyRotation:
     subject_keys: int  # re-wrapped
     signing_keys: int  # re-wrapped
     already_current: int  # wrapped by the current master key already
+    evaluation_sets: int = 0  # re-wrapped
 
 
 class _Rewrap:
@@ -250,6 +253,18 @@ def _rewrap_signing_keys(rewrap: _Rewrap) -> int:
     return len(changed)
 
 
+def _rewrap_evaluation_sets(rewrap: _Rewrap) -> int:
+    """Evaluation sets' items (the customer's own prompts) are wrapped by the master key too."""
+    rows = list(EvaluationSet.objects.select_for_update().order_by("pk"))
+    changed = _changed(
+        rows,
+        "items_sealed",
+        lambda row: rewrap(row.items_sealed, f"{ITEMS_PURPOSE}:{row.sha256}"),
+    )
+    EvaluationSet.objects.bulk_update(changed, ["items_sealed"])
+    return len(changed)
+
+
 def _changed(rows: Iterable[M], field: str, new_value: Any) -> list[M]:
     changed = []
     for row in rows:
@@ -269,12 +284,14 @@ def master_key_rotate(*, actor: Actor) -> MasterKeyRotation:
     with transaction.atomic():
         subject_keys = _rewrap_subject_keys(rewrap)
         signing_keys = _rewrap_signing_keys(rewrap)
+        evaluation_sets = _rewrap_evaluation_sets(rewrap)
         result = MasterKeyRotation(
             new_key_id=rewrap.current,
             previous_key_ids=sorted(rewrap.previous),
             subject_keys=subject_keys,
             signing_keys=signing_keys,
             already_current=rewrap.already_current,
+            evaluation_sets=evaluation_sets,
         )
         audit_record(
             actor=actor,
@@ -286,6 +303,7 @@ def master_key_rotate(*, actor: Actor) -> MasterKeyRotation:
                 "previous_key_ids": result.previous_key_ids,
                 "subject_keys": subject_keys,
                 "signing_keys": signing_keys,
+                "evaluation_sets": evaluation_sets,
                 "already_current": result.already_current,
             },
         )

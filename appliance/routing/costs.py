@@ -27,6 +27,7 @@ MILLION = Decimal(1_000_000)
 CENT = Decimal("0.0001")
 MEASURE_DAYS = 7  # the window the effective price per million is measured over
 MAX_PRICE = Decimal("1000000")
+MAX_EFFECTIVE = Decimal("9999999999.9999")  # numeric(14, 4)
 
 
 def _price(name: str, value: Decimal | None, *, required: bool) -> Decimal | None:
@@ -228,9 +229,9 @@ def _measure(cost: CostModel, now: datetime) -> None:
     since = now - timedelta(days=MEASURE_DAYS)
     tokens = deployment_tokens([cost.deployment.name], since, now).get(cost.deployment.name, 0)
     cost.measured_tokens = tokens
-    cost.effective_per_million = (
-        (gpu_cost(cost, since, now) * MILLION / tokens).quantize(CENT) if tokens else None
-    )
+    price = (gpu_cost(cost, since, now) * MILLION / tokens).quantize(CENT) if tokens else None
+    # A few tokens over a week of GPUs would not fit the column; such a price means "unknown".
+    cost.effective_per_million = price if price is not None and price <= MAX_EFFECTIVE else None
 
 
 def cost_refresh(*, now: datetime | None = None) -> int:

@@ -93,6 +93,8 @@ def _check_rules(rules: list[RuleSpec]) -> list[str]:
 def _tier_target(i: int, spec: TierSpec, route: Route | None) -> tuple[Any, list[str]]:
     """The tier's model and adapter, or its route; and what is wrong with it."""
     where = f"tiers[{i}]"
+    if spec.timeout_ms is not None and not 1 <= spec.timeout_ms <= 3_600_000:
+        return None, [f"{where}: timeout_ms from 1 to 3600000"]
     if (spec.model_id is None) == (spec.route_id is None):
         return None, [f"{where}: name either a model (with an adapter or not) or a route"]
     if spec.route_id is not None:
@@ -121,8 +123,6 @@ def _tier_target(i: int, spec: TierSpec, route: Route | None) -> tuple[Any, list
             problems.append(f"{where}: {adapter.name} is not an adapter of {model.name}")
         elif adapter.status != EntryStatus.APPROVED:
             problems.append(f"{where}: {adapter.name} is {adapter.status}, not approved")
-    if spec.timeout_ms is not None and not 1 <= spec.timeout_ms <= 3_600_000:
-        problems.append(f"{where}: timeout_ms from 1 to 3600000")
     return (model, adapter), problems
 
 

@@ -26,7 +26,7 @@ from appliance.gateway.routed import TARGET_HEADER
 from appliance.gateway.views import chat_completions
 from appliance.registry.models import BaseModel
 from appliance.routing.choices import EvaluationStatus
-from appliance.routing.evaluations import APPLICATION, candidate_of
+from appliance.routing.evaluations import APPLICATION, candidate_of, items_of
 from appliance.routing.models import Evaluation
 from appliance.routing.plans import target_prices
 from appliance.routing.scorers import scorer_parse
@@ -197,38 +197,42 @@ async def _run_items(
 def evaluation_run(*, evaluation_id: int) -> Evaluation:
     """The job: a short-lived key of the evaluations application, every item against every
     candidate, the report; the key is revoked however it ends."""
-    evaluation = Evaluation.objects.select_related("evaluation_set").get(pk=evaluation_id)
-    if evaluation.status != EvaluationStatus.QUEUED:
-        return evaluation  # a redelivered job: it ran, or is running, elsewhere
-    system = system_actor("evaluations")
-    Evaluation.objects.filter(pk=evaluation.pk).update(
+    claimed = Evaluation.objects.filter(pk=evaluation_id, status=EvaluationStatus.QUEUED).update(
         status=EvaluationStatus.RUNNING, started_at=timezone.now()
     )
-    application = Application.objects.get(name=APPLICATION)
-    key, secret = access.api_key_create(
-        actor=system, application=application, name=f"evaluation {evaluation.pk}"
-    )
+    evaluation = Evaluation.objects.select_related("evaluation_set").get(pk=evaluation_id)
+    if not claimed:
+        return evaluation  # a redelivered job: it ran, or is running, elsewhere
+    system = system_actor("evaluations")
+    key = None
     try:
-        report = async_to_sync(_run)(evaluation, secret, evaluation.evaluation_set.items)
+        application = Application.objects.get(name=APPLICATION)
+        # A day at most, should the worker die before it can revoke the key.
+        key, secret = access.api_key_create(
+            actor=system,
+            application=application,
+            name=f"evaluation {evaluation.pk}",
+            expires_in_days=1,
+        )
+        report = async_to_sync(_run)(evaluation, secret, items_of(evaluation.evaluation_set))
     except Exception as exc:
-        logger.exception("evaluation %s failed", evaluation.pk)
-        _finish(evaluation, EvaluationStatus.FAILED, {}, f"{type(exc).__name__}")
+        # Class names only: a message could quote an item of the set.
+        logger.error("evaluation %s failed: %s", evaluation.pk, type(exc).__name__)
+        _finish(evaluation, EvaluationStatus.FAILED, {}, type(exc).__name__)
     else:
         _finish(evaluation, EvaluationStatus.SUCCEEDED, report, "")
     finally:
-        access.api_key_revoke(actor=system, key=key)
+        if key is not None:
+            access.api_key_revoke(actor=system, key=key)
     evaluation.refresh_from_db()
     return evaluation
 
 
 def _finish(evaluation: Evaluation, status: str, report: dict[str, Any], error: str) -> None:
     with transaction.atomic():
+        finished = {"progress": 1.0} if status == EvaluationStatus.SUCCEEDED else {}
         Evaluation.objects.filter(pk=evaluation.pk).update(
-            status=status,
-            report=report,
-            error=error,
-            progress=1.0 if status == EvaluationStatus.SUCCEEDED else evaluation.progress,
-            finished_at=timezone.now(),
+            status=status, report=report, error=error, finished_at=timezone.now(), **finished
         )
         audit_record(
             actor=system_actor("evaluations"),

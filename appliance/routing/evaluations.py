@@ -7,6 +7,7 @@ smallest candidate that reaches the target score, and a route can be pointed at 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from appliance.accounts.models import User
 from appliance.accounts.permissions import Capability, require
 from appliance.audit.services import audit_record
 from appliance.core.actors import Actor, system_actor
+from appliance.core.crypto import unwrap, wrap
 from appliance.core.errors import Conflict, ValidationFailed
 from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
@@ -31,7 +33,26 @@ from appliance.routing.models import Evaluation, EvaluationSet, Route, TaskClass
 from appliance.routing.scorers import Scorer
 
 APPLICATION = "appliance-evaluations"
+ITEMS_PURPOSE = "evaluation-set"
 MAX_CANDIDATES = 8
+
+
+def _purpose(sha256: str) -> str:
+    return f"{ITEMS_PURPOSE}:{sha256}"
+
+
+def seal_items(items: list[dict[str, Any]], sha256: str) -> str:
+    """The items encrypted under the master key: prompts from the customer's own data (patient
+    notes, say) are kept like any other content the appliance keeps, and deleting the set
+    deletes them."""
+    return wrap(json.dumps(items).encode(), purpose=_purpose(sha256))
+
+
+def items_of(evaluation_set: EvaluationSet) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(
+        unwrap(evaluation_set.items_sealed, purpose=_purpose(evaluation_set.sha256))
+    )
+    return items
 
 
 def scorer_spec(scorer: Scorer) -> dict[str, Any]:
@@ -65,15 +86,16 @@ def evaluation_set_create(
         {"messages": item.messages, "expected": item.expected, "scorer": scorer_spec(item.scorer)}
         for item in items
     ]
+    digest = hashlib.sha256(jsonl.encode()).hexdigest()
     with transaction.atomic():
         try:
             with transaction.atomic():
                 evaluation_set = EvaluationSet.objects.create(
                     name=name.strip(),
                     description=description,
-                    items=stored,
+                    items_sealed=seal_items(stored, digest),
                     item_count=len(stored),
-                    sha256=hashlib.sha256(jsonl.encode()).hexdigest(),
+                    sha256=digest,
                     created_by=actor.user,
                 )
         except IntegrityError as exc:
@@ -124,12 +146,16 @@ class Candidate:
     route: Route | None = None
 
 
-def _route_parameters(route: Route) -> int:
-    """A route is as large as the largest model it may select."""
-    sizes = [
-        tier.model.parameter_count for tier in route.tiers.select_related("model") if tier.model
-    ]
-    return max(sizes, default=0)
+def _route_parameters(route: Route, seen: frozenset[int] = frozenset()) -> int:
+    """A route is as large as the largest model it may select, through the routes it falls
+    back to as well."""
+    sizes = [0]
+    for tier in route.tiers.select_related("model", "fallback_route"):
+        if tier.model is not None:
+            sizes.append(tier.model.parameter_count)
+        elif tier.fallback_route is not None and tier.fallback_route_id not in seen:
+            sizes.append(_route_parameters(tier.fallback_route, seen | {route.pk}))
+    return max(sizes)
 
 
 def candidate_of(name: str) -> Candidate | None:

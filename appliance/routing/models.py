@@ -183,11 +183,13 @@ class CostModel(models.Model):
 
 
 class EvaluationSet(models.Model):
-    """Prompts with expected answers and a scorer each, uploaded as JSONL by an admin."""
+    """Prompts with expected answers and a scorer each, uploaded as JSONL by an admin; kept
+    encrypted, since they are the customer's own data."""
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    items = models.JSONField(default=list)  # [{"messages", "expected", "scorer"}]
+    # [{"messages", "expected", "scorer"}] as JSON, wrapped by the master key (evaluations.py)
+    items_sealed = models.TextField()
     item_count = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64)  # of the uploaded text, for the record
     created_by = models.ForeignKey(

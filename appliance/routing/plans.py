@@ -12,6 +12,7 @@ from appliance.access.models import Grant
 from appliance.fleet.choices import DeploymentStatus
 from appliance.fleet.models import Deployment
 from appliance.gateway.targets import Target, approved, target_of
+from appliance.registry.choices import EntryStatus
 from appliance.routing.choices import RouteStatus
 from appliance.routing.matchers import Matcher, matcher_for
 from appliance.routing.models import CostModel, Route, RouteTier, TaskClass
@@ -94,7 +95,10 @@ class _Compiler:
     """Flattens chains across routes; what every route of the application shares is read once."""
 
     def __init__(self) -> None:
-        self.routes = {route.pk: route for route in Route.objects.select_related("default_class")}
+        self.routes = {
+            route.pk: route
+            for route in Route.objects.select_related("default_class", "embedding_model")
+        }
         self.tiers = _tiers_by_route()
         self.prices = target_prices()
 
@@ -139,7 +143,10 @@ class _Compiler:
                 unique.setdefault((tier.target.model_id, tier.target.adapter_name), tier)
             chains[task_class] = tuple(unique.values())
         examples: tuple[tuple[str, str], ...] = ()
-        if route.embedding_model_id is not None:
+        embedder = route.embedding_model
+        if embedder is not None and embedder.status != EntryStatus.APPROVED:
+            embedder = None  # quarantined or retired: no prompt goes to it
+        if embedder is not None:
             examples = tuple(
                 (task_class.name, str(example))
                 for task_class in TaskClass.objects.filter(name__in=classes).order_by("name")
@@ -154,7 +161,7 @@ class _Compiler:
             classes=frozenset(classes),
             rules=rules,
             chains=chains,
-            embedding_model_id=route.embedding_model_id,
+            embedding_model_id=embedder.pk if embedder is not None else None,
             examples=examples,
             semantic_threshold=route.semantic_threshold,
             cost_ceiling=float(route.cost_ceiling) if route.cost_ceiling is not None else None,

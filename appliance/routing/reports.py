@@ -16,6 +16,7 @@ from appliance.access.selectors import application_list
 from appliance.accounts.permissions import Capability, allows, require
 from appliance.core.actors import Actor
 from appliance.core.errors import ValidationFailed
+from appliance.core.times import refuse_naive
 from appliance.gateway.choices import UsagePeriod
 from appliance.gateway.models import UsageRollup
 from appliance.routing.choices import CostKind
@@ -97,6 +98,7 @@ def cost_report(
     same tokens at the reference price, and the saving. From the hourly rollups (recomputed
     every few minutes); GPU-hour prices are spread over all the tokens the deployment served."""
     require(actor, Capability.COSTS_VIEW)
+    refuse_naive(since=since, until=until)
     if until <= since:
         raise ValidationFailed("`until` must be after `since`.", fields={"until": ["After since."]})
     reference = reference or ReferencePrice.objects.filter(is_default=True).first()

@@ -44,7 +44,9 @@ class TierIn(InSchema):
     model_id: int | None = None
     adapter_id: int | None = None
     route_id: int | None = None
-    timeout_ms: int | None = None
+    timeout_ms: int | None = Field(
+        None, description="Give up on this tier after this long (not on the last tier)."
+    )
 
 
 class RouteIn(InSchema):

@@ -32,7 +32,9 @@ def reference_price_list(*, actor: Actor) -> QuerySet[ReferencePrice]:
 
 
 def cost_model_list(*, actor: Actor) -> QuerySet[CostModel]:
-    require(actor, Capability.COSTS_VIEW)
+    """Deployments' prices and measured tokens: fleet information, not for app owners (the
+    tokens would tell them other applications' volume)."""
+    require(actor, Capability.FLEET_VIEW)
     return CostModel.objects.select_related("deployment").order_by("deployment__name")
 
 

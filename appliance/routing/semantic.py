@@ -29,6 +29,10 @@ class Warming(Exception):
     """The examples' vectors are still being computed; this request takes the default."""
 
 
+class EmbeddingUnavailable(Exception):
+    """The embedding model gave no vectors (no engine, an error, too slow)."""
+
+
 def unit(vector: list[float]) -> tuple[float, ...]:
     norm = math.sqrt(sum(map(mul, vector, vector))) or 1.0
     return tuple(x / norm for x in vector)
@@ -53,14 +57,18 @@ async def _example_vectors(plan: RoutePlan, embed: Embed, wait: float) -> Vector
     if cached is not None:
         return cached
     task = _pending.get(key)
-    if task is None:
+    if task is None or task.get_loop() is not asyncio.get_running_loop():
+        # None yet, or one left by an event loop that has ended (a worker's earlier job).
         task = _pending[key] = asyncio.ensure_future(_compute(plan, embed))
         # Its failure is reported to the request that collects it, if any; never as unretrieved.
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
     done, _ = await asyncio.wait({task}, timeout=wait)
     if not done:
         raise Warming("example vectors not ready")
-    del _pending[key]  # computed or failed: the next request uses it or tries again
+    if _pending.get(key) is task:  # several requests may collect the same task
+        del _pending[key]  # computed or failed: the next request uses it or tries again
+    if task.cancelled():
+        raise EmbeddingUnavailable("example vectors cancelled")
     vectors = task.result()  # raises what the embedding raised
     for old in [k for k in _examples if k[0] == plan.route_id]:
         del _examples[old]  # an earlier version of this route
@@ -73,8 +81,13 @@ async def by_similarity(plan: RoutePlan, text: str, embed: Embed, timeout: float
     Warming, or what ``embed`` raises when the embedding model cannot answer in ``timeout``."""
     if not plan.examples or plan.embedding_model_id is None:
         return by_default(plan, "no examples")
+    loop = asyncio.get_running_loop()
+    until = loop.time() + timeout  # both waits together take no longer than ``timeout``
     classes, vectors = await _example_vectors(plan, embed, timeout)
-    [query] = await embed(plan.embedding_model_id, [text[:MAX_CHARS] or " "], timeout)
+    left = until - loop.time()
+    if left <= 0:
+        raise EmbeddingUnavailable("no time left")
+    [query] = await embed(plan.embedding_model_id, [text[:MAX_CHARS] or " "], left)
     probe = unit(query)
     best, similarity = classes[0], -1.0
     for task_class, vector in zip(classes, vectors, strict=True):

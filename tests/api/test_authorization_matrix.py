@@ -464,7 +464,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
         ROUTES_MANAGE, 200, body=_price_body
     ),
     ("DELETE", "/api/v1/costs/reference-prices/{price_id}"): Rule(ROUTES_MANAGE, 204),
-    ("GET", "/api/v1/costs/models"): Rule(EVERYONE, 200),
+    ("GET", "/api/v1/costs/models"): Rule(FLEET_VIEW, 200),
     ("PUT", "/api/v1/costs/models/{deployment_id}"): Rule(
         ROUTES_MANAGE, 200, body=lambda w: {"kind": "gpu_hour", "gpu_hour_price": "2.5"}
     ),

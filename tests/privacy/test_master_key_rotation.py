@@ -31,6 +31,8 @@ from appliance.core.errors import PermissionDenied
 from appliance.privacy.errors import MasterKeyUnavailable
 from appliance.privacy.models import StoredContent, SubjectKey
 from appliance.privacy.services import content_read, master_key_rotate, subject_erase
+from appliance.routing.evaluations import evaluation_set_create, items_of
+from appliance.routing.models import EvaluationSet
 from tests.conftest import actor
 from tests.privacy.conftest import MESSAGES, SUBJECT, store_exchange
 
@@ -84,6 +86,7 @@ def test_rotation_rewraps_every_key_and_leaves_content_alone(
         "previous_key_ids": [key_id(old)],
         "subject_keys": 2,
         "signing_keys": 2,
+        "evaluation_sets": 0,
         "already_current": 0,
     }
     text = json.dumps(event.details)
@@ -153,7 +156,7 @@ def test_the_command_rotates_and_reports(
 
     out = StringIO()
     call_command("master_key", "rotate", stdout=out)
-    assert "Re-wrapped 2 subject key(s) and 2 signing key(s)" in out.getvalue()
+    assert "Re-wrapped 2 subject key(s), 2 signing key(s) and 0 evaluation set(s)" in out.getvalue()
     assert key_id(new) in out.getvalue() and key_id(old) in out.getvalue()
     event = AuditEvent.objects.get(action="privacy.master_key_rotate")
     assert event.actor_kind == "system"
@@ -176,3 +179,25 @@ def test_the_subject_key_purpose_binds_it_to_its_subject(stored: Application) ->
     assert key is not None
     assert key.purpose == f"privacy.subject-key:{stored.pk}:{key.subject}"
     assert SUBJECT not in key.purpose
+
+
+def test_rotation_rewraps_evaluation_sets_and_they_still_open(
+    admin: Any, use_master_keys: Any
+) -> None:
+    line = json.dumps(
+        {"messages": [{"role": "user", "content": "Dose for MRN-7?"}], "expected": "5 mg"}
+    )
+    made = evaluation_set_create(
+        actor=actor(admin), name="doses", jsonl=line, default_scorer={"type": "contains"}
+    )
+    assert "MRN-7" not in made.items_sealed  # kept encrypted, like other content
+    old, new = master_keys()[0], secrets.token_bytes(KEY_BYTES)
+    use_master_keys(new, old)
+
+    result = master_key_rotate(actor=actor(admin))
+
+    assert result.evaluation_sets == 1
+    use_master_keys(new)
+    again = EvaluationSet.objects.get(pk=made.pk)
+    assert wrapped_by(again.items_sealed) == key_id(new)
+    assert items_of(again)[0]["messages"][0]["content"] == "Dose for MRN-7?"

@@ -798,3 +798,19 @@ def test_a_cost_model_is_deleted_by_its_deployments_id(
         response = client.call("delete", f"/costs/models/{deployment.pk}")
         assert response.status_code == 204, response.data
         assert sorted(CostModel.objects.values_list("deployment__name", flat=True)) == remaining
+
+
+def test_times_without_a_zone_are_422_even_with_gpu_priced_deployments(
+    api_as: Any, admin: User, deploy: Any, since: datetime
+) -> None:
+    cost_model_set(
+        actor=actor(admin),
+        deployment=deploy("gpus", [0]),
+        kind="gpu_hour",
+        gpu_hour_price=Decimal(1),
+    )
+
+    response = api_as(admin).get("/costs?since=2025-01-01T00:00:00&until=2025-02-01T00:00:00")
+
+    assert response.status_code == 422, response.data
+    assert sorted(response.data["fields"]) == ["since", "until"]

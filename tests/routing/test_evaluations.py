@@ -19,6 +19,7 @@ from appliance.registry.models import BaseModel
 from appliance.routing import costs, evaluations
 from appliance.routing.choices import CostKind, EvaluationStatus
 from appliance.routing.evaluation_runs import evaluation_run, percentile
+from appliance.routing.evaluations import items_of
 from appliance.routing.models import Evaluation, RouteTier
 from tests.conftest import actor
 
@@ -267,7 +268,7 @@ def test_the_set_keeps_each_items_scorer(operator: Any) -> None:
     made = evaluations.evaluation_set_create(actor=actor(operator), name="sums", jsonl=text)
 
     assert made.item_count == 1
-    assert made.items[0]["scorer"] == {"type": "numeric", "tolerance": 0.5, "relative": False}
+    assert items_of(made)[0]["scorer"] == {"type": "numeric", "tolerance": 0.5, "relative": False}
 
 
 def test_percentiles_are_nearest_rank() -> None:

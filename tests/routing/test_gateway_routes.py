@@ -13,6 +13,8 @@ import pytest
 from appliance.audit.models import AuditEvent
 from appliance.fleet.models import Deployment
 from appliance.gateway.models import UsageRecord
+from appliance.registry.choices import EntryStatus
+from appliance.registry.models import BaseModel
 from appliance.routing import costs
 from appliance.routing.choices import CostKind, RuleKind
 from tests.conftest import actor
@@ -440,3 +442,39 @@ def test_while_the_examples_are_embedded_the_first_requests_take_the_default(
     assert response.elapsed.total_seconds() < 1
     assert decision(response) == ("base-model", "general")
     assert UsageRecord.objects.get().route_reason == "default (semantic warming up)"
+
+
+def test_a_record_names_no_engine_of_a_tier_that_was_given_up(
+    gateway: Any,
+    routed: Any,
+    approved_model: Any,
+    approved_adapters: Any,
+    serve: Any,
+    fake_engines: Any,
+    route: Any,
+) -> None:
+    serve(approved_model, [fake_engines(status=500)], name="small")
+    made = route(tiers=[("general", approved_model), ("general", approved_adapters[0])])
+    _, key = routed(made)
+
+    response = ask(gateway, key, "hello")
+
+    assert_error(response, 503, "no_healthy_engine")
+    record = UsageRecord.objects.get()
+    assert (record.engine, record.deployment, record.node, record.adapter) == ("", "", "", "triage")
+    event = AuditEvent.objects.filter(action="inference").get()
+    assert (event.details["engine"], event.details["adapter"]) == ("", "triage")
+    assert event.details["fallbacks"] == ["base-model: engine_500"]
+
+
+def test_a_route_whose_embedding_model_is_quarantined_sends_it_no_prompt(
+    gateway: Any, routed: Any, semantic_route: Any
+) -> None:
+    BaseModel.objects.filter(name="minilm").update(status=EntryStatus.QUARANTINED)
+    _, key = routed(semantic_route["route"])
+
+    response = ask(gateway, key, "There is an invoice I do not recognise")
+
+    assert decision(response) == ("base-model", "general")
+    assert UsageRecord.objects.get().route_reason == "default"
+    assert semantic_route["embedder"].requests == []

@@ -717,6 +717,29 @@ REFUSALS = {
         "rules",
         "rules[0]: a has_code rule takes no value",
     ),
+    "negative-timeout-on-a-route-tier": Refusal(
+        lambda e, f: route_body(
+            "r",
+            e.chat,
+            tiers=[
+                tier("general", route_id=f.pk, timeout_ms=-1),
+                tier("general", model_id=e.chat.pk),
+            ],
+        ),
+        422,
+        "invalid_tiers",
+        "tiers",
+        "tiers[0]: timeout_ms from 1 to 3600000",
+    ),
+    "zero-timeout-on-a-model-tier": Refusal(
+        lambda e, f: route_body(
+            "r", e.chat, tiers=[tier("general", model_id=e.chat.pk, timeout_ms=0)]
+        ),
+        422,
+        "invalid_tiers",
+        "tiers",
+        "tiers[0]: timeout_ms from 1 to 3600000",
+    ),
     "unknown-rule-kind": Refusal(
         lambda e, f: route_body("r", e.chat, rules=[rule("sentiment", "code")]),
         422,

@@ -90,7 +90,7 @@ class Migration(migrations.Migration):
                 ),
                 ("name", models.CharField(max_length=100, unique=True)),
                 ("description", models.TextField(blank=True)),
-                ("items", models.JSONField(default=list)),
+                ("items_sealed", models.TextField()),
                 ("item_count", models.PositiveIntegerField(default=0)),
                 ("sha256", models.CharField(max_length=64)),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

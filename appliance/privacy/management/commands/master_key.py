@@ -76,8 +76,9 @@ class Command(BaseCommand):
         except DomainError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(
-            f"Re-wrapped {result.subject_keys} subject key(s) and {result.signing_keys} signing "
-            f"key(s) under master key {result.new_key_id} (from "
+            f"Re-wrapped {result.subject_keys} subject key(s), {result.signing_keys} signing "
+            f"key(s) and {result.evaluation_sets} evaluation set(s) under master key "
+            f"{result.new_key_id} (from "
             f"{', '.join(result.previous_key_ids) or 'none'}); {result.already_current} "
             "already under it."
         )
