@@ -311,6 +311,7 @@ CELERY_BEAT_SCHEDULE = {
     "audit-verify": {"task": "audit.verify", "schedule": 24 * 3600.0},
     "audit-retention-purge": {"task": "audit.retention_purge", "schedule": 24 * 3600.0},
     "routing-refresh-costs": {"task": "routing.refresh_costs", "schedule": 3600.0},
+    "routing-sweep-evaluations": {"task": "routing.sweep_evaluations", "schedule": 900.0},
 }
 if APPLIANCE_AUDIT_WITNESS_ADDRESS:
     CELERY_BEAT_SCHEDULE["audit-witness-forward"] = {

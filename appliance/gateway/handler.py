@@ -147,6 +147,9 @@ class Exchange:
         self.admission = admission
         self.engine: Engine | None = None  # counted in balancer.outstanding while set
         self.response: aiohttp.ClientResponse | None = None
+        # A stream's lines, and those read ahead while a tier was on trial (see _open_chain).
+        self.lines: AsyncIterator[str] | None = None
+        self.opening: list[str] = []
         self.audited = False
         self.ended = False
 
@@ -413,8 +416,9 @@ async def _open_chain(
     deadline: float,
 ) -> aiohttp.ClientResponse:
     """The first tier that answers: a tier without a ready engine, one that does not answer in
-    its time, or one that answers with a server error gives way to the next. The last tier's
-    failure is the request's."""
+    its time, or one that answers with a server error gives way to the next. A stream's tier
+    must also send its first event in time, and not an error. The last tier's failure is the
+    request's."""
     inference = exchange.inference
     loop = asyncio.get_running_loop()
     for position, tier in enumerate(chain):
@@ -427,6 +431,11 @@ async def _open_chain(
             engines = await _routes(exchange)
             async with asyncio.timeout_at(tier_deadline):
                 response = await _open(exchange, body, endpoint, engines, slot)
+                if inference.stream and response.status == 200 and not last:
+                    trouble = await _first_event(exchange, response)
+                    if trouble:
+                        _escalate(exchange, tier, trouble)
+                        continue
         except GatewayError as failure:
             if last:
                 raise
@@ -444,9 +453,32 @@ async def _open_chain(
     raise AssertionError("a chain has at least one tier")
 
 
+async def _first_event(exchange: Exchange, response: aiohttp.ClientResponse) -> str:
+    """Read a stream up to its first event (kept for _stream); what is wrong with it, if
+    anything: an error event, or an end before any event."""
+    exchange.lines = _lines(response)
+    exchange.opening = []
+    async for line in exchange.lines:
+        exchange.opening.append(line)
+        if line.startswith("data:"):
+            return "engine_stream_error" if _is_error_event(line) else ""
+    return "engine_stream_broken"
+
+
+def _is_error_event(line: str) -> bool:
+    if '"error"' not in line:
+        return False
+    try:
+        document = json.loads(line[5:])
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "error" in document
+
+
 def _escalate(exchange: Exchange, tier: Tier, why: str) -> None:
     """Give up on a tier (nothing reached the client yet) and note why, for the record."""
     exchange.close_upstream()
+    exchange.lines, exchange.opening = None, []
     inference = exchange.inference
     inference.engine = None  # the record names the engine that answered, not one given up
     inference.fallbacks += 1
@@ -545,13 +577,14 @@ async def _stream(
         else CapturingStreamMeter(client_wants_usage=client_wants_usage, rename=rename)
     )
     meter = capturing or StreamMeter(client_wants_usage=client_wants_usage, rename=rename)
-    lines = _lines(response)
-    first: list[bytes] = []
-    async for line in lines:
-        chunk = meter.feed(line)
-        if chunk is not None:
-            first.append(chunk)
-            break
+    lines = exchange.lines or _lines(response)
+    first = [chunk for line in exchange.opening if (chunk := meter.feed(line)) is not None]
+    if not first:
+        async for line in lines:
+            chunk = meter.feed(line)
+            if chunk is not None:
+                first.append(chunk)
+                break
     inference.first_token_at = time.monotonic()
     inference.status = 200
     # Marked first: if the client leaves during the write, the (shielded) write still lands and

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -19,7 +20,7 @@ from django.test.client import AsyncRequestFactory
 from django.utils import timezone
 
 from appliance.access import services as access
-from appliance.access.models import Application
+from appliance.access.models import ApiKey, Application
 from appliance.audit.services import audit_record
 from appliance.core.actors import system_actor
 from appliance.gateway.routed import TARGET_HEADER
@@ -34,6 +35,8 @@ from appliance.routing.scorers import scorer_parse
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 10  # answers between progress writes
+RUN_TIME_LIMIT = 6 * 3600  # the job's hard time limit (routing.tasks)
+SWEEP_MARGIN = 600
 
 
 @dataclass
@@ -226,6 +229,29 @@ def evaluation_run(*, evaluation_id: int) -> Evaluation:
             access.api_key_revoke(actor=system, key=key)
     evaluation.refresh_from_db()
     return evaluation
+
+
+def evaluations_sweep(*, now: datetime | None = None) -> int:
+    """Fail evaluations still running past the job's time limit (their worker died) and revoke
+    their keys; returns how many. Periodic."""
+    now = now or timezone.now()
+    stale = Evaluation.objects.filter(
+        status=EvaluationStatus.RUNNING,
+        started_at__lt=now - timedelta(seconds=RUN_TIME_LIMIT + SWEEP_MARGIN),
+    )
+    system = system_actor("evaluations")
+    swept = 0
+    for evaluation in stale:
+        keys = ApiKey.objects.filter(
+            application__name=APPLICATION,
+            name=f"evaluation {evaluation.pk}",
+            revoked_at__isnull=True,
+        )
+        for key in keys:
+            access.api_key_revoke(actor=system, key=key)
+        _finish(evaluation, EvaluationStatus.FAILED, {}, "WorkerLost")
+        swept += 1
+    return swept
 
 
 def _finish(evaluation: Evaluation, status: str, report: dict[str, Any], error: str) -> None:

@@ -235,8 +235,11 @@ def route_create(*, actor: Actor, definition: RouteDefinition) -> Route:
 def route_update(*, actor: Actor, route: Route, definition: RouteDefinition) -> Route:
     """Replace a route's whole definition; the gateways use the new one from the next request."""
     require(actor, Capability.ROUTES_MANAGE)
-    classes, targets, embedding = validated(definition, route)
     with transaction.atomic():
+        # One route change at a time, so two changes cannot each pass the cycle check with the
+        # other's fallback not yet written (A→B and B→A).
+        list(Route.objects.select_for_update().order_by("pk").only("pk"))
+        classes, targets, embedding = validated(definition, route)
         route = Route.objects.select_for_update().get(pk=route.pk)
         route.name = definition.name
         route.description = definition.description

@@ -26,6 +26,7 @@ class FakeEngine:
     prompt_tokens: int = 7
     content: str = ""  # a chat answer's text ("ok ok ok" when empty)
     embedder: Any = None  # text -> vector, for /v1/embeddings (a fixed vector when None)
+    stream_error: bool = False  # a stream whose first event is an error (as vLLM sends them)
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
     port: int = 0
@@ -120,6 +121,13 @@ class FakeEngine:
         )
         chat = "messages" in document
         model = document.get("model")
+        if self.stream_error:
+            error = {
+                "error": {"message": "engine failed", "type": "InternalServerError", "code": 500}
+            }
+            body = f"data: {json.dumps(error, separators=COMPACT)}\n\ndata: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
         for index in range(self.chunks):
             await asyncio.sleep(self.delay)
             delta = (

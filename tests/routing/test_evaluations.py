@@ -5,11 +5,14 @@ job's life cycle, and pointing a route at the winner."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from appliance.access import services as access_services
 from appliance.access.models import ApiKey, Application
 from appliance.audit.models import AuditEvent
 from appliance.core.errors import Conflict, ValidationFailed
@@ -18,7 +21,7 @@ from appliance.gateway.models import UsageRecord
 from appliance.registry.models import BaseModel
 from appliance.routing import costs, evaluations
 from appliance.routing.choices import CostKind, EvaluationStatus
-from appliance.routing.evaluation_runs import evaluation_run, percentile
+from appliance.routing.evaluation_runs import evaluation_run, evaluations_sweep, percentile
 from appliance.routing.evaluations import items_of
 from appliance.routing.models import Evaluation, RouteTier
 from tests.conftest import actor
@@ -275,3 +278,42 @@ def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.95)) == (50.0, 95.0)
     assert percentile([], 0.5) is None
+
+
+def test_an_evaluation_whose_worker_died_is_failed_and_its_key_revoked(
+    evaluation_set: Any, operator: Any, approved_model: Any, large_model: Any
+) -> None:
+    evaluation = evaluations.evaluation_create(
+        actor=actor(operator),
+        evaluation_set=evaluation_set,
+        candidates=["large-model", "base-model"],
+        target_score=0.5,
+        enqueue=False,
+    )
+    app = Application.objects.get(name=evaluations.APPLICATION)
+    key, _ = access_services.api_key_create(
+        actor=actor(operator), application=app, name=f"evaluation {evaluation.pk}"
+    )
+    started = timezone.now() - timedelta(hours=7)
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        status=EvaluationStatus.RUNNING, started_at=started
+    )
+    recent = evaluations.evaluation_create(
+        actor=actor(operator),
+        evaluation_set=evaluation_set,
+        candidates=["large-model", "base-model"],
+        target_score=0.5,
+        enqueue=False,
+    )
+    Evaluation.objects.filter(pk=recent.pk).update(
+        status=EvaluationStatus.RUNNING, started_at=timezone.now()
+    )
+
+    assert evaluations_sweep() == 1
+
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.error) == (EvaluationStatus.FAILED, "WorkerLost")
+    assert Evaluation.objects.get(pk=recent.pk).status == EvaluationStatus.RUNNING
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    assert AuditEvent.objects.filter(action="evaluation.finish").count() == 1

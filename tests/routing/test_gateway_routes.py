@@ -478,3 +478,35 @@ def test_a_route_whose_embedding_model_is_quarantined_sends_it_no_prompt(
     assert decision(response) == ("base-model", "general")
     assert UsageRecord.objects.get().route_reason == "default"
     assert semantic_route["embedder"].requests == []
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "why"),
+    [({"delay": 3}, "tier_timeout"), ({"stream_error": True}, "engine_stream_error")],
+)
+def test_a_stream_whose_tier_does_not_start_well_gives_way(
+    gateway: Any,
+    routed: Any,
+    approved_model: Any,
+    large_model: Any,
+    serve: Any,
+    fake_engines: Any,
+    route: Any,
+    behaviour: dict[str, Any],
+    why: str,
+) -> None:
+    troubled, healthy = fake_engines(**behaviour), fake_engines()
+    serve(approved_model, [troubled], name="small")
+    serve(large_model, [healthy], name="large")
+    made = route(tiers=[("general", approved_model, 300), ("general", large_model)])
+    _, key = routed(made)
+
+    response = ask(gateway, key, "hello", body={"stream": True})
+
+    assert response.status_code == 200
+    assert decision(response) == ("large-model", "general")
+    assert '"error"' not in response.text and response.text.rstrip().endswith("data: [DONE]")
+    record = UsageRecord.objects.get()
+    assert (record.fallbacks, record.deployment, record.status) == (1, "large", 200)
+    event = AuditEvent.objects.filter(action="inference").get()
+    assert event.details["fallbacks"] == [f"base-model: {why}"]

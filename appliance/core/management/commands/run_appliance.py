@@ -34,6 +34,7 @@ from appliance.registry.choices import EntryStatus
 from appliance.registry.models import Adapter, BaseModel
 from appliance.routing.costs import cost_refresh
 from appliance.routing.demo import demo_route_install
+from appliance.routing.evaluation_runs import evaluations_sweep
 
 LOCAL_NODE = "local"
 DEMO_DEPLOYMENT = "demo-llama"
@@ -249,6 +250,7 @@ class Command(BaseCommand):
                 gpu_samples_rollup()
                 usage_rollup()
                 cost_refresh()
+                evaluations_sweep()
                 self._audit_jobs()
                 next_rollup = now + ROLLUP_EVERY_SECONDS
             time.sleep(1)
