@@ -143,7 +143,8 @@ def _report(evaluation: Evaluation, tallies: dict[str, Tally]) -> dict[str, Any]
                 "meets_target": score >= evaluation.target_score,
             }
         )
-    meeting = [row for row in rows if row["meets_target"]]
+    # A candidate withdrawn during the run (no longer approved) cannot be pointed at.
+    meeting = [row for row in rows if row["meets_target"] and row["kind"]]
     smallest = min(
         meeting,
         key=lambda row: (row["parameters"], row["cost"] if row["cost"] is not None else math.inf),

@@ -19,7 +19,7 @@ from appliance.core.errors import Conflict, ValidationFailed
 from appliance.fleet.models import Deployment
 from appliance.gateway.models import UsageRecord
 from appliance.registry.models import BaseModel
-from appliance.routing import costs, evaluations
+from appliance.routing import costs, evaluation_runs, evaluations
 from appliance.routing.choices import CostKind, EvaluationStatus
 from appliance.routing.evaluation_runs import evaluation_run, evaluations_sweep, percentile
 from appliance.routing.evaluations import items_of
@@ -317,3 +317,34 @@ def test_an_evaluation_whose_worker_died_is_failed_and_its_key_revoked(
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert AuditEvent.objects.filter(action="evaluation.finish").count() == 1
+
+
+def test_a_candidate_withdrawn_during_the_run_is_not_named_the_winner(
+    candidates: Any,
+    evaluation_set: Any,
+    operator: Any,
+    settings: Any,
+    approved_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
+    evaluation = evaluations.evaluation_create(
+        actor=actor(operator),
+        evaluation_set=evaluation_set,
+        candidates=["large-model", "base-model"],
+        target_score=0.7,
+        enqueue=False,
+    )
+    original = evaluation_runs._report
+
+    def withdraw_then_report(*args: Any) -> Any:
+        BaseModel.objects.filter(pk=approved_model.pk).update(status="retired")
+        return original(*args)
+
+    monkeypatch.setattr(evaluation_runs, "_report", withdraw_then_report)
+
+    done = evaluation_run(evaluation_id=evaluation.pk)
+
+    rows = {row["name"]: row for row in done.report["candidates"]}
+    assert rows["base-model"]["meets_target"] and rows["base-model"]["kind"] == ""
+    assert done.report["smallest_meeting"] is None
