@@ -52,7 +52,6 @@ from appliance.gateway.routed import (
     chain_for,
     decide,
     latency_budget,
-    route_error,
 )
 from appliance.gateway.sse import (
     CapturingStreamMeter,
@@ -240,9 +239,10 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         else:
             assert target is not None
             chain = [Tier(target)]
-        return _decision_headers(
-            inference, await _proxy(exchange, body, endpoint, slot, deadline, chain)
-        )
+        response = await _proxy(exchange, body, endpoint, slot, deadline, chain)
+        for name, value in _decision_headers(inference).items():
+            response[name] = value
+        return response
     except asyncio.CancelledError:
         await exchange.end_after_client_left()
         raise
@@ -250,7 +250,8 @@ async def infer(request: HttpRequest, endpoint: str) -> HttpResponse | Streaming
         if not inference.status:
             exchange.fail(error.status, error.code or "invalid_request")
         await exchange.end()  # records the failure set on the exchange (or raises a 503)
-        raise _decision_error(inference, error) from None
+        error.headers.update(_decision_headers(inference))
+        raise
     except BaseException:
         exchange.fail(500, "internal_error")
         await settle(exchange.end())
@@ -278,19 +279,15 @@ async def _decide(
     return chain
 
 
-def _decision_headers(
-    inference: Inference, response: HttpResponse | StreamingHttpResponse
-) -> HttpResponse | StreamingHttpResponse:
-    """Name the chosen target and task class on an answer through a route."""
-    if inference.route and inference.target is not None:
-        response[TARGET_HEADER] = inference.target.name
-        response[CLASS_HEADER] = inference.task_class
-    return response
-
-
-def _decision_error(inference: Inference, error: GatewayError) -> GatewayError:
-    target = inference.target.name if inference.target is not None else ""
-    return route_error(error, inference.route, inference.task_class, target)
+def _decision_headers(inference: Inference) -> dict[str, str]:
+    """The chosen task class and target, on every answer through a route once it decided
+    (errors included)."""
+    if not inference.route or not inference.task_class:
+        return {}
+    headers = {CLASS_HEADER: inference.task_class}
+    if inference.target is not None:
+        headers[TARGET_HEADER] = inference.target.name
+    return headers
 
 
 async def _capture(
@@ -481,7 +478,6 @@ def _escalate(exchange: Exchange, tier: Tier, why: str) -> None:
     exchange.lines, exchange.opening = None, []
     inference = exchange.inference
     inference.engine = None  # the record names the engine that answered, not one given up
-    inference.fallbacks += 1
     inference.escalations.append(f"{tier.target.name}: {why}")
     inference.status, inference.error_code = 0, ""
 

@@ -60,7 +60,6 @@ class Inference:
     tier_started: float | None = None  # time.monotonic() when the answering tier was tried
     task_class: str = ""
     route_reason: str = ""
-    fallbacks: int = 0
     escalations: list[str] = field(default_factory=list)  # "target: why" of each tier given up
 
     def latency_ms(self) -> float:
@@ -153,7 +152,7 @@ def _usage_row(inference: Inference) -> UsageRecord:
         route=inference.route,
         task_class=inference.task_class,
         route_reason=inference.route_reason[:100],
-        fallbacks=min(inference.fallbacks, 32767),
+        fallbacks=len(inference.escalations),
     )
 
 

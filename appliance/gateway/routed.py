@@ -11,7 +11,7 @@ import aiohttp
 from django.http import HttpRequest
 
 from appliance.gateway.engines import balancer, table_refresh
-from appliance.gateway.errors import GatewayError, invalid, unavailable
+from appliance.gateway.errors import invalid, unavailable
 from appliance.gateway.upstream import engine_session
 from appliance.routing import latency
 from appliance.routing.classify import (
@@ -122,12 +122,3 @@ def chain_for(plan: RoutePlan, decision: Decision, budget_ms: int | None) -> lis
         tier for tier in affordable if (latency.estimate(tier.target.name) or 0.0) <= budget_ms
     ]
     return fitting or affordable
-
-
-def route_error(error: GatewayError, route: str, task_class: str, target: str) -> GatewayError:
-    """The decision's headers on an error answer too, where one was made."""
-    if route and task_class:
-        error.headers.setdefault(CLASS_HEADER, task_class)
-        if target:
-            error.headers.setdefault(TARGET_HEADER, target)
-    return error
