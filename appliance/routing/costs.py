@@ -1,9 +1,10 @@
 """What the appliance's answers cost, and what the same tokens would have cost at a hosted API's
 list price. A deployment's cost model is either a set price per million tokens or its GPUs'
-hourly price amortised over the tokens it served; reports read the daily usage rollups."""
+hourly price amortised over the tokens it served, both read from the hourly usage rollups."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -152,7 +153,7 @@ def cost_model_set(
         cost.gpu_hour_price = gpu_hour if kind == CostKind.GPU_HOUR else None
         cost.gpu_count = gpu_count if kind == CostKind.GPU_HOUR else None
         cost.price_per_million = per_million if kind == CostKind.PER_MILLION else None
-        _measure(cost, timezone.now())
+        _measure([cost], timezone.now())
         cost.save()
         access_changed()  # routes' ceilings compare against the new price
         audit_record(
@@ -219,19 +220,38 @@ def gpu_cost(cost: CostModel, since: datetime, until: datetime) -> Decimal:
     return cost.gpu_hour_price * _gpus(cost) * _active_hours(cost.deployment, since, until)
 
 
-def _measure(cost: CostModel, now: datetime) -> None:
-    """The effective price per million tokens over the last week (None for GPU-hour pricing
-    until the deployment has served tokens)."""
-    cost.measured_at = now
-    if cost.kind == CostKind.PER_MILLION:
-        cost.effective_per_million, cost.measured_tokens = cost.price_per_million, 0
-        return
-    since = now - timedelta(days=MEASURE_DAYS)
-    tokens = deployment_tokens([cost.deployment.name], since, now).get(cost.deployment.name, 0)
-    cost.measured_tokens = tokens
-    price = (gpu_cost(cost, since, now) * MILLION / tokens).quantize(CENT) if tokens else None
-    # A few tokens over a week of GPUs would not fit the column; such a price means "unknown".
-    cost.effective_per_million = price if price is not None and price <= MAX_EFFECTIVE else None
+def token_prices(
+    costs: Iterable[CostModel], since: datetime, until: datetime
+) -> dict[str, tuple[Decimal | None, int]]:
+    """Each cost model's price of one token over [since, until), by deployment name, with the
+    tokens a GPU-hour-priced deployment served there (its GPUs' cost is spread over them; None
+    when it served none). Set prices need no count: 0."""
+    costs = list(costs)
+    served = deployment_tokens(
+        [cost.deployment.name for cost in costs if cost.kind == CostKind.GPU_HOUR], since, until
+    )
+    prices: dict[str, tuple[Decimal | None, int]] = {}
+    for cost in costs:
+        name = cost.deployment.name
+        if cost.kind == CostKind.PER_MILLION:
+            assert cost.price_per_million is not None
+            prices[name] = (cost.price_per_million / MILLION, 0)
+        else:
+            tokens = served.get(name, 0)
+            prices[name] = (gpu_cost(cost, since, until) / tokens if tokens else None, tokens)
+    return prices
+
+
+def _measure(costs: list[CostModel], now: datetime) -> None:
+    """Each one's effective price per million tokens over the last week (None for GPU-hour
+    pricing until the deployment has served tokens), from one query for them all."""
+    measured = token_prices(costs, now - timedelta(days=MEASURE_DAYS), now)
+    for cost in costs:
+        per_token, cost.measured_tokens = measured[cost.deployment.name]
+        cost.measured_at = now
+        price = (per_token * MILLION).quantize(CENT) if per_token is not None else None
+        # A few tokens over a week of GPUs would not fit the column; such a price is unknown.
+        cost.effective_per_million = price if price is not None and price <= MAX_EFFECTIVE else None
 
 
 def cost_refresh(*, now: datetime | None = None) -> int:
@@ -239,12 +259,10 @@ def cost_refresh(*, now: datetime | None = None) -> int:
     prices up with their next key refresh. Not audited: a measurement, not a decision."""
     now = now or timezone.now()
     costs = list(CostModel.objects.select_related("deployment"))
-    changed = False
+    before = [cost.effective_per_million for cost in costs]
     with transaction.atomic():
-        for cost in costs:
-            before = cost.effective_per_million
-            _measure(cost, now)
-            changed = changed or before != cost.effective_per_million
+        _measure(costs, now)
+        changed = before != [cost.effective_per_million for cost in costs]
         CostModel.objects.bulk_update(
             costs, ["effective_per_million", "measured_tokens", "measured_at"]
         )

@@ -20,7 +20,7 @@ from appliance.core.times import refuse_naive
 from appliance.gateway.choices import UsagePeriod
 from appliance.gateway.models import UsageRollup
 from appliance.routing.choices import CostKind
-from appliance.routing.costs import CENT, MILLION, deployment_tokens, gpu_cost
+from appliance.routing.costs import CENT, MILLION, gpu_cost, token_prices
 from appliance.routing.models import CostModel, ReferencePrice
 
 
@@ -57,33 +57,6 @@ def _reference_cost(row: CostRow, reference: ReferencePrice | None) -> Decimal |
         row.prompt_tokens * reference.prompt_per_million
         + row.completion_tokens * reference.completion_per_million
     ) / MILLION
-
-
-def _per_token(
-    deployments: set[str], since: datetime, until: datetime
-) -> dict[str, Decimal | None]:
-    """Each deployment's price of one token over the window."""
-    costs = {
-        cost.deployment.name: cost
-        for cost in CostModel.objects.select_related("deployment").filter(
-            deployment__name__in=deployments
-        )
-    }
-    tokens = deployment_tokens(
-        [name for name, cost in costs.items() if cost.kind == CostKind.GPU_HOUR], since, until
-    )
-    prices: dict[str, Decimal | None] = {}
-    for name in deployments:
-        cost = costs.get(name)
-        if cost is None:
-            prices[name] = None
-        elif cost.kind == CostKind.PER_MILLION:
-            assert cost.price_per_million is not None
-            prices[name] = cost.price_per_million / MILLION
-        else:
-            served = tokens.get(name, 0)
-            prices[name] = gpu_cost(cost, since, until) / served if served else None
-    return prices
 
 
 def cost_report(
@@ -133,9 +106,10 @@ def cost_report(
         )
         for g in grouped
     ]
-    prices = _per_token({row.deployment for row in rows if row.deployment}, since, until)
+    costs = list(CostModel.objects.select_related("deployment"))
+    measured = token_prices(costs, since, until)
     for row in rows:
-        price = prices.get(row.deployment)
+        price = measured.get(row.deployment, (None, 0))[0]
         tokens = row.prompt_tokens + row.completion_tokens
         if price is not None:
             row.cost = (price * tokens).quantize(CENT)
@@ -148,7 +122,15 @@ def cost_report(
     totals = _totals(rows)
     # GPUs paid for that served nobody belong to no application: shown to those who see all.
     everything = application_id is None and allows(actor, Capability.APPS_VIEW_ALL)
-    totals["idle_gpu_cost"] = _idle_gpu_cost(since, until) if everything else None
+    idle = sum(
+        (
+            gpu_cost(cost, since, until)
+            for cost in costs
+            if cost.kind == CostKind.GPU_HOUR and not measured[cost.deployment.name][1]
+        ),
+        Decimal(0),
+    )
+    totals["idle_gpu_cost"] = idle.quantize(CENT) if everything else None
     return CostReport(
         since=since,
         until=until,
@@ -157,17 +139,6 @@ def cost_report(
         rows=rows,
         totals=totals,
     )
-
-
-def _idle_gpu_cost(since: datetime, until: datetime) -> Decimal:
-    """What GPU-hour-priced deployments that served no token in the window cost over it."""
-    costs = list(CostModel.objects.filter(kind=CostKind.GPU_HOUR).select_related("deployment"))
-    served = deployment_tokens([cost.deployment.name for cost in costs], since, until)
-    idle = sum(
-        (gpu_cost(cost, since, until) for cost in costs if not served.get(cost.deployment.name)),
-        Decimal(0),
-    )
-    return idle.quantize(CENT)
 
 
 def _totals(rows: list[CostRow]) -> dict[str, Any]:
