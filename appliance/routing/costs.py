@@ -1,6 +1,6 @@
 """What the appliance's answers cost, and what the same tokens would have cost at a hosted API's
 list price. A deployment's cost model is either a set price per million tokens or its GPUs'
-hourly price amortised over the tokens it served, both read from the hourly usage rollups."""
+hourly price amortised over the tokens it served (read from the hourly usage rollups)."""
 
 from __future__ import annotations
 

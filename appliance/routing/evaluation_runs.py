@@ -30,7 +30,7 @@ from appliance.routing.choices import EvaluationStatus
 from appliance.routing.evaluations import APPLICATION, candidate_of, items_of
 from appliance.routing.models import Evaluation
 from appliance.routing.plans import target_prices
-from appliance.routing.scorers import scorer_parse
+from appliance.routing.scorers import Scorer, scorer_parse
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def _record(
     tally: Tally,
     response: HttpResponseBase,
     milliseconds: float,
-    item: dict[str, Any],
+    scorer: Scorer,
+    expected: object,
     candidate: str,
     prices: dict[str, float],
 ) -> None:
@@ -118,8 +119,7 @@ def _record(
         tally.priced = False
     else:
         tally.cost += (prompt + completion) * price / 1_000_000
-    scorer = scorer_parse(item["scorer"])
-    tally.scores.append(scorer.score(_answer_text(document), item.get("expected")))
+    tally.scores.append(scorer.score(_answer_text(document), expected))
 
 
 def _report(evaluation: Evaluation, tallies: dict[str, Tally]) -> dict[str, Any]:
@@ -177,11 +177,12 @@ async def _run_items(
     evaluation: Evaluation, key: str, items: list[dict[str, Any]]
 ) -> dict[str, Any]:
     prices = await sync_to_async(_prices_by_name)()
+    scorers = [scorer_parse(item["scorer"]) for item in items]  # once, not per candidate
     tallies: dict[str, Tally] = {}
     total, done = len(items) * len(evaluation.candidates), 0
     for candidate in evaluation.candidates:
         tally = tallies[candidate] = Tally()
-        for item in items:
+        for item, scorer in zip(items, scorers, strict=True):
             body = json.dumps(
                 {
                     "model": candidate,
@@ -191,7 +192,7 @@ async def _run_items(
                 }
             ).encode()
             response, milliseconds = await _ask(key, body)
-            _record(tally, response, milliseconds, item, candidate, prices)
+            _record(tally, response, milliseconds, scorer, item.get("expected"), candidate, prices)
             done += 1
             if done % PROGRESS_EVERY == 0:
                 await sync_to_async(_progress)(evaluation, done, total)
