@@ -20,7 +20,6 @@ from appliance.access.schemas import (
 )
 from appliance.accounts.models import User
 from appliance.api.base import OrderedPagination, actor_of, error_responses, get_or_404
-from appliance.core.errors import ValidationFailed
 from appliance.registry import selectors as registry_selectors
 from appliance.routing import selectors as routing_selectors
 
@@ -114,18 +113,13 @@ def create_grant(request: HttpRequest, application_id: int, payload: GrantIn) ->
     only. Name either `model_id` (and `adapter_id`) or `route_id`."""
     actor = actor_of(request)
     application = _application(request, application_id)
-    if (payload.model_id is None) == (payload.route_id is None):
-        raise ValidationFailed(
-            "Name either a model (with an adapter or not) or a route.",
-            fields={"model_id": ["Either this or route_id."], "route_id": ["Or this."]},
-        )
+    services.grant_target_check(
+        model=payload.model_id is not None,
+        adapter=payload.adapter_id is not None,
+        route=payload.route_id is not None,
+    )
     model = adapter = route = None
     if payload.route_id is not None:
-        if payload.adapter_id is not None:
-            raise ValidationFailed(
-                "An adapter goes with a model, not a route.",
-                fields={"adapter_id": ["Only with model_id."]},
-            )
         route = get_or_404(routing_selectors.route_list(actor=actor), "route", pk=payload.route_id)
     else:
         model = get_or_404(registry_selectors.model_list(actor=actor), "model", pk=payload.model_id)

@@ -282,8 +282,9 @@ def grant_create(
     """Let an application use an approved model, one approved adapter of it, or a route (and
     through it, only through it, whatever the route selects)."""
     require(actor, Capability.APPS_MANAGE)
-    if (model is None) == (route is None) or (route is not None and adapter is not None):
-        raise ValidationFailed("Grant either a model (with an adapter or not) or a route.")
+    grant_target_check(
+        model=model is not None, adapter=adapter is not None, route=route is not None
+    )
     if route is not None:
         return _grant_write(actor, application, Grant(application=application, route=route))
     assert model is not None
@@ -299,6 +300,21 @@ def grant_create(
     return _grant_write(
         actor, application, Grant(application=application, model=model, adapter=adapter)
     )
+
+
+def grant_target_check(*, model: bool, adapter: bool, route: bool) -> None:
+    """A grant names a model (with one of its adapters, or not) or a route: which ones are given
+    is checked before anything is looked up."""
+    if model == route:
+        raise ValidationFailed(
+            "Name either a model (with an adapter or not) or a route.",
+            fields={"model_id": ["Either this or route_id."], "route_id": ["Or this."]},
+        )
+    if route and adapter:
+        raise ValidationFailed(
+            "An adapter goes with a model, not a route.",
+            fields={"adapter_id": ["Only with model_id."]},
+        )
 
 
 def _grant_details(grant: Grant) -> dict[str, Any]:
