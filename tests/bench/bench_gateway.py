@@ -743,15 +743,21 @@ def report(backends: list[Backend], options: argparse.Namespace, started: dateti
     return "\n".join(lines)
 
 
-def write(text: str) -> None:
+def replace_section(text: str, prefix: str) -> None:
+    """Put ``text`` in docs/benchmarks.md in place of the section whose heading starts with
+    ``prefix`` (or at the end)."""
     existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     kept, skipping = [], False
     for line in existing.splitlines():
         if line.startswith("## "):
-            skipping = line.startswith(SECTION_PREFIX)
+            skipping = line.startswith(prefix)
         if not skipping:
             kept.append(line)
     RESULTS.write_text("\n".join(kept).rstrip("\n") + "\n\n" + text)
+
+
+def write(text: str) -> None:
+    replace_section(text, SECTION_PREFIX)
 
 
 # ----------------------------------------------------------------------------------------- main

@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from appliance.registry.demo import EMBEDDING_PACKAGE, embedding_model_dir
-from tests.bench.bench_gateway import _tree_ticks, log_tail, machine, percentile, wait_http
+from tests.bench.bench_gateway import (
+    _tree_ticks,
+    log_tail,
+    machine,
+    percentile,
+    replace_section,
+    wait_http,
+)
 from tests.e2e.stack import REPO, free_port
 
 if TYPE_CHECKING:
@@ -500,18 +507,6 @@ def report(f: Figures, command: str) -> str:
     return "\n".join(lines)
 
 
-def write(text: str) -> None:
-    """Replace the routing section of docs/benchmarks.md (or add it at the end)."""
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    kept, skipping = [], False
-    for line in existing.splitlines():
-        if line.startswith("## "):
-            skipping = line.startswith(SECTION_PREFIX)
-        if not skipping:
-            kept.append(line)
-    RESULTS.write_text("\n".join(kept).rstrip("\n") + "\n\n" + text)
-
-
 # --------------------------------------------------------------------------------------- main
 
 
@@ -574,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(figures, command.strip())
     print("\n" + text)
     if not options.no_write:
-        write(text)
+        replace_section(text, SECTION_PREFIX)
         print(f"written to {RESULTS}")
 
 

@@ -90,3 +90,29 @@ def enroll(operator: User) -> Callable[..., tuple[Node, str]]:
         return node, credential
 
     return build
+
+
+BERT = {
+    "architectures": ["BertModel"],
+    "model_type": "bert",
+    "hidden_size": 128,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "intermediate_size": 256,
+    "vocab_size": 300,
+    "max_position_embeddings": 512,
+}
+
+
+@pytest.fixture
+def encoder(
+    admin: Any, admin2: Any, import_root: Path, django_capture_on_commit_callbacks: Any
+) -> Any:
+    """An approved embedding model (a BertModel): served without LoRA, used by semantic
+    classifiers."""
+    with django_capture_on_commit_callbacks(execute=True):
+        model, _ = registry.model_import(
+            actor=actor(admin2), name="minilm", path=str(write_model_dir(import_root / "m", BERT))
+        )
+    model.refresh_from_db()
+    return registry.entry_approve(actor=actor(admin), entry=model)

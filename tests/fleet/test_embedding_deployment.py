@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,32 +10,7 @@ from appliance.core.errors import ValidationFailed
 from appliance.fleet.choices import Device
 from appliance.fleet.deployments import deployment_create
 from appliance.fleet.heartbeats import desired_engines
-from appliance.registry import services as registry
 from tests.conftest import actor
-from tests.support import write_model_dir
-
-BERT = {
-    "architectures": ["BertModel"],
-    "model_type": "bert",
-    "hidden_size": 128,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "intermediate_size": 256,
-    "vocab_size": 300,
-    "max_position_embeddings": 512,
-}
-
-
-@pytest.fixture
-def encoder(
-    admin: Any, admin2: Any, import_root: Path, django_capture_on_commit_callbacks: Any
-) -> Any:
-    with django_capture_on_commit_callbacks(execute=True):
-        model, _ = registry.model_import(
-            actor=actor(admin2), name="minilm", path=str(write_model_dir(import_root / "m", BERT))
-        )
-    model.refresh_from_db()
-    return registry.entry_approve(actor=actor(admin), entry=model)
 
 
 def test_an_embedding_model_is_run_without_lora(encoder: Any, operator: Any, enroll: Any) -> None:

@@ -132,6 +132,7 @@ def test_the_next_heartbeat_brings_an_offline_node_back_online(enroll: Enroll) -
 
 def test_the_periodic_tasks_are_registered_under_the_scheduled_names() -> None:
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    app.loader.import_default_modules()  # what a worker does at start (autodiscovery is lazy)
 
     assert {"fleet.mark_offline_nodes", "fleet.rollup_gpu_samples"} <= scheduled
     for name in scheduled:

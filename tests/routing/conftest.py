@@ -12,7 +12,6 @@ import pytest
 from appliance.access import services as access
 from appliance.access.models import Application
 from appliance.accounts.models import User
-from appliance.registry import services as registry
 from appliance.registry.models import BaseModel
 from appliance.routing import latency, semantic, services
 from appliance.routing.models import Route, TaskClass
@@ -25,7 +24,7 @@ from tests.access.conftest import (  # noqa: F401
     oscar,
 )
 from tests.conftest import actor
-from tests.fleet.conftest import enroll  # noqa: F401
+from tests.fleet.conftest import encoder, enroll  # noqa: F401
 from tests.gateway.conftest import (  # noqa: F401
     _fresh_gateway_state,
     application,
@@ -33,37 +32,12 @@ from tests.gateway.conftest import (  # noqa: F401
     gateway,
     serve,
 )
-from tests.support import write_model_dir
-
-BERT = {
-    "architectures": ["BertModel"],
-    "model_type": "bert",
-    "hidden_size": 128,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "intermediate_size": 256,
-    "vocab_size": 300,
-    "max_position_embeddings": 512,
-}
 
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_state() -> None:
     semantic.forget()
     latency.forget()
-
-
-@pytest.fixture
-def encoder(
-    admin: User, admin2: User, import_root: Path, django_capture_on_commit_callbacks: Any
-) -> BaseModel:
-    """An approved embedding model (a BertModel), for semantic classifiers."""
-    with django_capture_on_commit_callbacks(execute=True):
-        model, _ = registry.model_import(
-            actor=actor(admin2), name="minilm", path=str(write_model_dir(import_root / "m", BERT))
-        )
-    model.refresh_from_db()
-    return registry.entry_approve(actor=actor(admin), entry=model)
 
 
 @pytest.fixture

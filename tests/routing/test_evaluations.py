@@ -34,6 +34,22 @@ QUESTIONS = [
 ]
 
 
+def queued(
+    operator: Any,
+    evaluation_set: Any,
+    target_score: float,
+    candidates: list[str] | None = None,
+) -> Evaluation:
+    """An evaluation created (not run) of the set against large-model and base-model."""
+    return evaluations.evaluation_create(
+        actor=actor(operator),
+        evaluation_set=evaluation_set,
+        candidates=candidates or ["large-model", "base-model"],
+        target_score=target_score,
+        enqueue=False,
+    )
+
+
 def jsonl(rows: list[tuple[str, str]]) -> str:
     return "\n".join(
         json.dumps({"messages": [{"role": "user", "content": q}], "expected": a}) for q, a in rows
@@ -73,13 +89,7 @@ def test_an_evaluation_scores_each_candidate_through_the_gateway(
     candidates: Any, evaluation_set: Any, operator: Any, settings: Any
 ) -> None:
     settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.7,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.7)
 
     done = evaluation_run(evaluation_id=evaluation.pk)
 
@@ -114,13 +124,7 @@ def test_without_a_candidate_meeting_the_target_there_is_no_winner(
     candidates: Any, evaluation_set: Any, operator: Any, settings: Any
 ) -> None:
     settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.9,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.9)
 
     done = evaluation_run(evaluation_id=evaluation.pk)
 
@@ -139,13 +143,7 @@ def test_a_candidate_whose_engine_fails_scores_zero_and_counts_errors(
     settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
     serve(approved_model, [fake_engines(content="Paris")], name="small")
     serve(large_model, [fake_engines(status=500)], name="large")
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["base-model", "large-model"],
-        target_score=0.5,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.5, ["base-model", "large-model"])
 
     done = evaluation_run(evaluation_id=evaluation.pk)
 
@@ -165,13 +163,7 @@ def test_the_winner_becomes_the_first_tier_of_a_route_in_one_step(
 ) -> None:
     settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
     made = route(tiers=[("general", large_model)])
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.7,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.7)
     evaluation_run(evaluation_id=evaluation.pk)
 
     updated = evaluations.evaluation_apply(
@@ -200,13 +192,7 @@ def test_an_evaluation_without_a_winner_cannot_be_applied(
     task_class: Any,
 ) -> None:
     made = route(tiers=[("general", large_model)])
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.7,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.7)
 
     with pytest.raises(Conflict) as refused:
         evaluations.evaluation_apply(
@@ -233,13 +219,7 @@ def test_bad_candidates_are_refused_and_nothing_is_queued(
     before = AuditEvent.objects.count()
 
     with pytest.raises(ValidationFailed) as refused:
-        evaluations.evaluation_create(
-            actor=actor(operator),
-            evaluation_set=evaluation_set,
-            candidates=names,
-            target_score=0.5,
-            enqueue=False,
-        )
+        queued(operator, evaluation_set, 0.5, names)
 
     assert problem in refused.value.fields["candidates"]
     assert Evaluation.objects.count() == 0 and AuditEvent.objects.count() == before
@@ -283,13 +263,7 @@ def test_percentiles_are_nearest_rank() -> None:
 def test_an_evaluation_whose_worker_died_is_failed_and_its_key_revoked(
     evaluation_set: Any, operator: Any, approved_model: Any, large_model: Any
 ) -> None:
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.5,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.5)
     app = Application.objects.get(name=evaluations.APPLICATION)
     key, _ = access_services.api_key_create(
         actor=actor(operator), application=app, name=f"evaluation {evaluation.pk}"
@@ -298,13 +272,7 @@ def test_an_evaluation_whose_worker_died_is_failed_and_its_key_revoked(
     Evaluation.objects.filter(pk=evaluation.pk).update(
         status=EvaluationStatus.RUNNING, started_at=started
     )
-    recent = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.5,
-        enqueue=False,
-    )
+    recent = queued(operator, evaluation_set, 0.5)
     Evaluation.objects.filter(pk=recent.pk).update(
         status=EvaluationStatus.RUNNING, started_at=timezone.now()
     )
@@ -328,13 +296,7 @@ def test_a_candidate_withdrawn_during_the_run_is_not_named_the_winner(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings.APPLIANCE_GATEWAY_ROUTES_SECONDS = 0
-    evaluation = evaluations.evaluation_create(
-        actor=actor(operator),
-        evaluation_set=evaluation_set,
-        candidates=["large-model", "base-model"],
-        target_score=0.7,
-        enqueue=False,
-    )
+    evaluation = queued(operator, evaluation_set, 0.7)
     original = evaluation_runs._report
 
     def withdraw_then_report(*args: Any) -> Any:

@@ -21,22 +21,13 @@ from appliance.routing import services
 from appliance.routing.models import Route, RouteRule, RouteTier, TaskClass
 from tests.access.conftest import approve, import_adapter, import_model
 from tests.conftest import actor
+from tests.fleet.conftest import BERT
 from tests.support import write_model_dir
 
 pytestmark = pytest.mark.django_db
 
 MISSING = 999_999
 ERROR_KEYS = {"code", "detail", "fields", "request_id"}
-BERT = {
-    "architectures": ["BertModel"],
-    "model_type": "bert",
-    "hidden_size": 128,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "intermediate_size": 256,
-    "vocab_size": 300,
-    "max_position_embeddings": 512,
-}
 
 
 # --- registry entries and task classes -----------------------------------------------------------
