@@ -184,7 +184,10 @@ class Exchange:
                 await _record(inference, audit=not self.audited)
 
     async def end_after_client_left(self) -> None:
-        if not self.inference.status:
+        """The client went away before it had the whole answer. A stream is marked 200 once its
+        first chunk is in hand (for its audit event), but one never read, or dropped while that
+        event was written, reached nobody: 499 all the same; an error already set stays."""
+        if self.inference.status in (0, 200):
             self.fail(499, "client_disconnected")
         if not self.inference.prompt_tokens:
             self.inference.prompt_tokens = self.inference.prompt_estimate
