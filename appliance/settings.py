@@ -95,6 +95,8 @@ INSTALLED_APPS = [
     "appliance.routing",  # routes (virtual models), task classes, cost models, evaluations
     "appliance.access",
     "appliance.gateway",
+    "django_htmx",
+    "appliance.console",  # the web console (templates + htmx), on the same services
     "appliance.privacy",  # stored content (keep_encrypted policy), erasure, master key rotation
 ]
 
@@ -106,6 +108,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "appliance.accounts.middleware.SessionLimitsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "appliance.console.middleware.ConsoleHeadersMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -124,6 +129,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "appliance.console.nav.navigation",
             ]
         },
     }
@@ -173,6 +179,8 @@ CELERY_TASK_TIME_LIMIT = env_int("APPLIANCE_TASK_TIME_LIMIT", 6 * 3600, minimum=
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = env_int("APPLIANCE_SESSION_MAX_AGE", 12 * 3600, minimum=300)
+# Idle sign-out (HIPAA automatic logoff), enforced on the server by SessionLimitsMiddleware.
+APPLIANCE_SESSION_IDLE_SECONDS = env_int("APPLIANCE_SESSION_IDLE_SECONDS", 15 * 60, minimum=10)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = PRODUCTION

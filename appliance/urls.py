@@ -1,8 +1,8 @@
-"""URL map: the gateway (/v1), the management API, the agent API; the console joins here later."""
+"""URL map: the gateway (/v1), the management API, the agent API, and the web console."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.urls import include, path, re_path
 
 from appliance.api.agent_v1 import api as agent_api
@@ -21,8 +21,15 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)
 
 
+def home(request: HttpRequest) -> HttpResponseRedirect:
+    """A browser that opens the appliance's address lands in the console."""
+    return HttpResponseRedirect("/console/")
+
+
 urlpatterns = [
+    path("", home),
     path("healthz", healthz),
+    path("console/", include("appliance.console.urls")),
     path("v1", gateway_views.not_found),
     path("v1/", include("appliance.gateway.urls")),
     path("api/v1/", api.urls),

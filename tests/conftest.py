@@ -119,3 +119,24 @@ def api_as(db: None) -> Any:
         return ApiClient(secret)
 
     return build
+
+
+def with_authenticator(user: User) -> str:
+    """Set up an authenticator for ``user`` as they would in the console; returns its secret."""
+    from appliance.accounts import mfa, totp
+
+    secret = mfa.totp_begin(user=user)
+    mfa.totp_confirm(user=user, code=totp.code_at(secret, totp.current_step()))
+    return secret
+
+
+def fresh_code(user: User) -> str:
+    """A code ``user``'s authenticator would show that has not been used yet (each code works
+    once; the step after the current one is accepted for clock drift)."""
+    from appliance.accounts import mfa, totp
+    from appliance.accounts.models import TotpDevice
+
+    device = TotpDevice.objects.get(user=user)
+    step = max(device.last_step + 1, totp.current_step() - totp.DRIFT_STEPS)
+    assert step <= totp.current_step() + totp.DRIFT_STEPS, "no unused code left in this window"
+    return totp.code_at(mfa.device_secret(device), step)

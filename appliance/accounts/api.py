@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.contrib.auth import login, logout, update_session_auth_hash
+from django.contrib.auth import logout, update_session_auth_hash
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
 from ninja import Query, Router, Status
@@ -23,6 +23,7 @@ from appliance.accounts.schemas import (
     UserOut,
     UserUpdateIn,
 )
+from appliance.accounts.signin import SESSION_RECORD, second_factor, sign_in
 from appliance.api.base import OrderedPagination, actor_of, error_responses, get_or_404
 from appliance.core.context import current_source_ip
 from appliance.core.errors import UnsupportedMediaType
@@ -39,24 +40,28 @@ def csrf(request: HttpRequest) -> dict[str, str]:
 
 
 @auth_router.post(
-    "/login", auth=None, response={200: UserOut, **error_responses(401, 415, 422, 429, 503)}
+    "/login",
+    auth=None,
+    response={200: UserOut, **error_responses(401, 403, 415, 422, 429, 503)},
 )
 def session_login(request: HttpRequest, payload: LoginIn) -> User:
-    """Sign in with a password; starts a new session (new id, so no fixation). JSON only, so a
-    cross-site HTML form cannot sign a victim into another account."""
+    """Sign in with a password and, for a person with an authenticator, its current code (or a
+    recovery code); starts a new session (new id, so no fixation). Admins must have set up an
+    authenticator (in the console) first. JSON only, so a cross-site HTML form cannot sign a
+    victim into another account."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the credentials as application/json.")
-    user = services.session_login(
+    user = services.password_check(
         username=payload.username, password=payload.password, source_ip=current_source_ip()
     )
-    login(request, user)
+    sign_in(request, user, second_factor(user, payload.code))
     return user
 
 
 @auth_router.post("/logout", response={204: None, **error_responses(401)})
 def session_logout(request: HttpRequest) -> Status[Any]:
     """End the session server-side; the old cookie stops working."""
-    services.session_logout(actor=actor_of(request))
+    services.session_logout(actor=actor_of(request), record_id=request.session.get(SESSION_RECORD))
     logout(request)
     return Status(204, None)
 

@@ -14,6 +14,7 @@ class User(AbstractUser):
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.APP_OWNER)
     full_name = models.CharField(max_length=150, blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC")  # the console shows times in it
 
     class Meta:
         ordering = ["username"]
@@ -42,3 +43,52 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class TotpDevice(models.Model):
+    """A person's authenticator (TOTP). The secret is wrapped by the master key; it is usable
+    once confirmed with a first code. ``last_step`` stops a code from being used twice."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="totp_device")
+    secret_wrapped = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"TOTP of {self.user_id}"
+
+
+class RecoveryCode(models.Model):
+    """A one-time code for a lost authenticator: only its hash is kept; shown once."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"recovery code {self.pk} of {self.user_id}"
+
+
+class UserSession(models.Model):
+    """A signed-in browser or script session, so a person can see and end their own sessions
+    and the idle and absolute limits are enforced on the server. Django's session names its row;
+    the session key itself is not copied here. Deleting the row ends the session at its next
+    request."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sessions")
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    source_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=200, blank=True)
+    mfa = models.CharField(max_length=16, blank=True)  # how the second factor was given
+
+    class Meta:
+        ordering = ["-last_seen_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.user_id}"

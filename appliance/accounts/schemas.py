@@ -14,6 +14,12 @@ from appliance.api.base import InSchema
 class LoginIn(InSchema):
     username: str = Field(max_length=150)
     password: str = Field(max_length=1024)
+    code: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The authenticator app's current code, or a recovery code; needed by "
+        "people who have set up an authenticator.",
+    )
 
 
 class PasswordChangeIn(InSchema):

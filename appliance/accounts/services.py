@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from zoneinfo import available_timezones
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
@@ -12,9 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from appliance.accounts import throttle
-from appliance.accounts.actors import actor_for_user
 from appliance.accounts.choices import Role
-from appliance.accounts.models import ApiToken, User
+from appliance.accounts.models import ApiToken, User, UserSession
 from appliance.accounts.permissions import Capability, require
 from appliance.audit.choices import Outcome
 from appliance.audit.services import audit_record
@@ -155,6 +155,7 @@ def _end_sessions(user: User) -> None:
     for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
         if session.get_decoded().get("_auth_user_id") == str(user.pk):
             session.delete()
+    UserSession.objects.filter(user=user).delete()
 
 
 def user_change_password(
@@ -199,9 +200,11 @@ def user_bootstrap_admin(*, username: str) -> tuple[User, str] | None:
     return user, password
 
 
-def session_login(*, username: str, password: str, source_ip: str) -> User:
-    """Check a sign-in. Failures are counted and audited; unknown and known user names get the
-    same answer, and after too many failures every attempt gets 429 until the window passes."""
+def password_check(*, username: str, password: str, source_ip: str) -> User:
+    """The first step of a sign-in. Failures are counted and audited; unknown and known user
+    names get the same answer, and after too many failures every attempt gets 429 until the
+    window passes. The sign-in itself is audited when its session opens (after the second
+    factor, where there is one)."""
     retry_after = throttle.login_retry_after(username=username, source_ip=source_ip)
     if retry_after:
         audit_record(
@@ -224,17 +227,21 @@ def session_login(*, username: str, password: str, source_ip: str) -> User:
         )
         raise NotAuthenticated("Invalid user name or password.", code="invalid_credentials")
     throttle.login_succeeded(username=username)
-    audit_record(
-        actor=actor_for_user(user), action="auth.login", object_type="user", object_id=user.pk
-    )
     return user
 
 
-def session_logout(*, actor: Actor) -> None:
-    """Record a sign-out (the caller then ends the session)."""
-    audit_record(
-        actor=actor, action="auth.logout", object_type="user", object_id=actor.user_id or ""
-    )
+def session_logout(*, actor: Actor, record_id: int | None = None) -> None:
+    """Record a sign-out and forget its session record (the caller then ends Django's session)."""
+    with transaction.atomic():
+        if record_id is not None and actor.user_id is not None:
+            UserSession.objects.filter(pk=record_id, user_id=actor.user_id).delete()
+        audit_record(
+            actor=actor,
+            action="auth.logout",
+            object_type="user",
+            object_id=actor.user_id or "",
+            details={"session": record_id} if record_id is not None else None,
+        )
 
 
 def token_create(
@@ -312,3 +319,25 @@ def token_authenticate(*, plaintext: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+def user_set_time_zone(*, actor: Actor, user: User, time_zone: str) -> User:
+    """A person picks the time zone the console shows times in (IANA names, e.g. Europe/Berlin)."""
+    if actor.user_id != user.pk:
+        raise NotFound("No such user.")
+    if time_zone not in available_timezones():
+        raise ValidationFailed(
+            "Unknown time zone.", fields={"time_zone": ["Pick a time zone from the list."]}
+        )
+    with transaction.atomic():
+        before = user.time_zone
+        user.time_zone = time_zone
+        user.save(update_fields=["time_zone"])
+        audit_record(
+            actor=actor,
+            action="user.time_zone_change",
+            object_type="user",
+            object_id=user.pk,
+            details={"from": before, "to": time_zone},
+        )
+    return user

@@ -19,6 +19,8 @@ from django.db.models import Count, Max, Min, Model
 from django.utils import timezone
 
 from appliance.access.models import Application
+from appliance.accounts.mfa import SECRET_PURPOSE as TOTP_PURPOSE
+from appliance.accounts.models import TotpDevice
 from appliance.accounts.permissions import Capability, allows, require
 from appliance.audit.keys import PURPOSE as SIGNING_KEY_PURPOSE
 from appliance.audit.models import AuditSigningKey
@@ -204,6 +206,7 @@ class MasterKeyRotation:
     signing_keys: int  # re-wrapped
     already_current: int  # wrapped by the current master key already
     evaluation_sets: int = 0  # re-wrapped
+    totp_secrets: int = 0  # re-wrapped
 
 
 class _Rewrap:
@@ -265,6 +268,18 @@ def _rewrap_evaluation_sets(rewrap: _Rewrap) -> int:
     return len(changed)
 
 
+def _rewrap_totp_secrets(rewrap: _Rewrap) -> int:
+    """People's authenticator secrets are wrapped by the master key too."""
+    rows = list(TotpDevice.objects.select_for_update().select_related("user").order_by("pk"))
+    changed = _changed(
+        rows,
+        "secret_wrapped",
+        lambda row: rewrap(row.secret_wrapped, f"{TOTP_PURPOSE}:{row.user_id}"),
+    )
+    TotpDevice.objects.bulk_update(changed, ["secret_wrapped"])
+    return len(changed)
+
+
 def _changed(rows: Iterable[M], field: str, new_value: Any) -> list[M]:
     changed = []
     for row in rows:
@@ -285,6 +300,7 @@ def master_key_rotate(*, actor: Actor) -> MasterKeyRotation:
         subject_keys = _rewrap_subject_keys(rewrap)
         signing_keys = _rewrap_signing_keys(rewrap)
         evaluation_sets = _rewrap_evaluation_sets(rewrap)
+        totp_secrets = _rewrap_totp_secrets(rewrap)
         result = MasterKeyRotation(
             new_key_id=rewrap.current,
             previous_key_ids=sorted(rewrap.previous),
@@ -292,6 +308,7 @@ def master_key_rotate(*, actor: Actor) -> MasterKeyRotation:
             signing_keys=signing_keys,
             already_current=rewrap.already_current,
             evaluation_sets=evaluation_sets,
+            totp_secrets=totp_secrets,
         )
         audit_record(
             actor=actor,
@@ -304,6 +321,7 @@ def master_key_rotate(*, actor: Actor) -> MasterKeyRotation:
                 "subject_keys": subject_keys,
                 "signing_keys": signing_keys,
                 "evaluation_sets": evaluation_sets,
+                "totp_secrets": totp_secrets,
                 "already_current": result.already_current,
             },
         )

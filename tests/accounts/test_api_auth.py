@@ -8,24 +8,31 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from appliance.accounts.choices import Role
 from appliance.accounts.models import User
 from appliance.audit.models import AuditEvent
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, fresh_code, make_user, with_authenticator
 
 pytestmark = pytest.mark.django_db
 
 
-def login(client: Client, username: str, password: str) -> Any:
-    return client.post(
-        "/api/v1/auth/login",
-        data=json.dumps({"username": username, "password": password}),
-        content_type="application/json",
-    )
+def login(client: Client, username: str, password: str, code: str | None = None) -> Any:
+    body = {"username": username, "password": password}
+    if code is not None:
+        body["code"] = code
+    return client.post("/api/v1/auth/login", data=json.dumps(body), content_type="application/json")
+
+
+@pytest.fixture
+def admin(admin: User) -> User:
+    """Admins must have an authenticator to sign in."""
+    with_authenticator(admin)
+    return admin
 
 
 def test_login_starts_a_session_and_is_audited(admin: User) -> None:
     client = Client()
-    response = login(client, "alice", PASSWORD)
+    response = login(client, "alice", PASSWORD, fresh_code(admin))
     assert response.status_code == 200
     assert response.json()["role"] == "admin"
     assert client.get("/api/v1/auth/me").json()["username"] == "alice"
@@ -37,7 +44,7 @@ def test_login_gives_a_new_session_id(admin: User) -> None:
     client = Client()
     client.get("/api/v1/auth/csrf")
     client.cookies["sessionid"] = "attacker-chosen-session-id"
-    login(client, "alice", PASSWORD)
+    login(client, "alice", PASSWORD, fresh_code(admin))
     assert client.cookies["sessionid"].value != "attacker-chosen-session-id"
 
 
@@ -86,7 +93,7 @@ def test_deactivated_user_cannot_sign_in(admin: User) -> None:
 def test_logout_ends_the_session_server_side(admin: User) -> None:
     client = Client(enforce_csrf_checks=True)
     csrf = client.get("/api/v1/auth/csrf").json()["csrf_token"]
-    login(client, "alice", PASSWORD)
+    login(client, "alice", PASSWORD, fresh_code(admin))
     old_cookie = client.cookies["sessionid"].value
     response = client.post(
         "/api/v1/auth/logout", headers={"X-CSRFToken": client.cookies["csrftoken"].value}
@@ -101,7 +108,7 @@ def test_logout_ends_the_session_server_side(admin: User) -> None:
 def test_session_write_without_csrf_token_is_refused(admin: User) -> None:
     client = Client(enforce_csrf_checks=True)
     client.get("/api/v1/auth/csrf")
-    login(client, "alice", PASSWORD)
+    assert login(client, "alice", PASSWORD, fresh_code(admin)).status_code == 200
     response = client.post(
         "/api/v1/tokens", data=json.dumps({"name": "x"}), content_type="application/json"
     )
@@ -143,3 +150,35 @@ def test_login_from_a_form_post_is_refused_with_415(admin: User) -> None:
     assert response.status_code == 415
     assert response.json()["code"] == "unsupported_media_type"
     assert not AuditEvent.objects.filter(action="auth.login").exists()
+
+
+def test_an_admin_without_an_authenticator_cannot_sign_in_with_a_password_alone(
+    db: None,
+) -> None:
+    make_user("newadmin", Role.ADMIN)
+    response = login(Client(), "newadmin", PASSWORD)
+    assert response.status_code == 403
+    assert response.json()["code"] == "mfa_enrolment_required"
+    assert not AuditEvent.objects.filter(action="auth.login", outcome="success").exists()
+
+
+def test_a_person_with_an_authenticator_needs_its_code(admin: User) -> None:
+    missing = login(Client(), "alice", PASSWORD)
+    wrong = login(Client(), "alice", PASSWORD, "000000")
+    assert (missing.status_code, missing.json()["code"]) == (403, "mfa_code_required")
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_mfa_code")
+    event = AuditEvent.objects.get(action="auth.mfa", outcome="failure")
+    assert event.details["reason"] == "bad_code"
+
+
+def test_a_code_works_once(admin: User) -> None:
+    code = fresh_code(admin)
+    assert login(Client(), "alice", PASSWORD, code).status_code == 200
+    assert login(Client(), "alice", PASSWORD, code).status_code == 401
+
+
+def test_an_operator_without_an_authenticator_signs_in_with_a_password(operator: User) -> None:
+    response = login(Client(), "olga", PASSWORD)
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(action="auth.login", outcome="success")
+    assert event.details["mfa"] == "none"

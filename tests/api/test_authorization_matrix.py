@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from appliance.access import services as access
 from appliance.access.models import ApiKey, Application, Grant
+from appliance.accounts import mfa
 from appliance.accounts.models import ApiToken, User
 from appliance.accounts.services import token_create
 from appliance.api.v1 import api
@@ -56,7 +57,7 @@ from appliance.routing.models import (
     Route,
     TaskClass,
 )
-from tests.conftest import PASSWORD, ApiClient, actor, make_user
+from tests.conftest import PASSWORD, ApiClient, actor, fresh_code, make_user, with_authenticator
 from tests.fleet.conftest import gpu_reading
 from tests.privacy.conftest import store_exchange
 from tests.support import write_adapter_dir, write_model_dir
@@ -156,8 +157,14 @@ class Rule:
 
 
 def _login_body(world: World) -> dict[str, Any]:
-    username = world.user.username if world.user else world.target_user.username
-    return {"username": username, "password": PASSWORD}
+    """Admins sign in with their authenticator's code too."""
+    user = world.user or world.target_user
+    body = {"username": user.username, "password": PASSWORD}
+    if mfa.mfa_required(user):
+        if not mfa.mfa_enrolled(user):
+            with_authenticator(user)
+        body["code"] = fresh_code(user)
+    return body
 
 
 def _upload_body(world: World) -> dict[str, Any]:

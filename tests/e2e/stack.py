@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,8 +18,35 @@ from typing import Any
 import httpx
 import pytest
 
+from appliance.accounts.totp import code_at, current_step
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "e2e-secret-key-that-is-long-enough-to-pass-the-checks-0123456789"
+
+
+def console_first_sign_in(browser: httpx.Client, *, username: str, password: str) -> str:
+    """Sign in to the console as an admin without an authenticator yet, setting one up from the
+    key the page shows, as a person with an authenticator app would; returns its secret."""
+    browser.get("/console/sign-in")
+    answer = browser.post(
+        "/console/sign-in",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": _csrf(browser)},
+    )
+    assert answer.headers.get("location") == "/console/sign-in/authenticator", answer.text
+    page = browser.get("/console/sign-in/authenticator").text
+    secret = re.search(r'id="totp-secret" class="mono">([A-Z2-7 ]+)<', page)
+    assert secret, page
+    key = secret[1].replace(" ", "")
+    answer = browser.post(
+        "/console/sign-in/authenticator",
+        data={"code": code_at(key, current_step()), "csrfmiddlewaretoken": _csrf(browser)},
+    )
+    assert answer.status_code == 200 and "Recovery codes" in answer.text, answer.text
+    return key
+
+
+def _csrf(browser: httpx.Client) -> str:
+    return browser.cookies["csrftoken"]
 
 
 def engine_python() -> str:
@@ -57,6 +85,7 @@ class Stack:
     url: str
     env: dict[str, str]
     api: httpx.Client = field(init=False)
+    totp_secret: str = field(init=False, default="")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,19 +118,22 @@ class Stack:
             check=False,
         )
 
-    def spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, args: list[str], log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         handle = (self.var / log).open("wb")
         process = subprocess.Popen(  # noqa: S603
-            args, cwd=REPO, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+            args, cwd=REPO, env={**self.env, **(env or {})}, stdout=handle, stderr=subprocess.STDOUT
         )
         self.processes.append(process)
         return process
 
     def sign_in(self) -> None:
-        """An admin's API token, as a script would get one: sign in, then create a token."""
+        """An admin's API token, as a new admin gets one: the first sign-in in the console
+        (password, then setting up an authenticator, which admins must have), then a token."""
         credentials = json.loads((self.var / "demo-credentials.json").read_text())
         with httpx.Client(base_url=self.url, trust_env=False) as browser:
-            assert browser.post("/api/v1/auth/login", json=credentials).status_code == 200
+            self.totp_secret = console_first_sign_in(browser, **credentials)
             csrf = browser.get("/api/v1/auth/csrf").json()["csrf_token"]
             answer = browser.post(
                 "/api/v1/tokens", json={"name": "e2e"}, headers={"X-CSRFToken": csrf}
@@ -141,6 +173,16 @@ def start_stack(var: Path) -> Stack:
     stack.manage("migrate", "--noinput", "-v0")
     stack.manage("bootstrap_admin")
     stack.manage("make_demo_model")
+    serve(stack, port)
+    stack.sign_in()
+    return stack
+
+
+def serve(
+    stack: Stack, port: int, env: dict[str, str] | None = None, log: str = "server.log"
+) -> str:
+    """Run the control plane under uvicorn on ``port`` (another instance over the same database
+    may run with other settings); returns its URL once it answers."""
     stack.spawn(
         [
             sys.executable,
@@ -151,15 +193,16 @@ def start_stack(var: Path) -> Stack:
             str(port),
             "--no-access-log",  # as run_appliance: a key sent in a URL must not reach a log
         ],
-        "server.log",
+        log,
+        env,
     )
+    url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         try:
-            return httpx.get(f"{stack.url}/healthz", timeout=1, trust_env=False).status_code == 200
+            return httpx.get(f"{url}/healthz", timeout=1, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_for("the control plane to answer /healthz", up, timeout=60, every=0.3)
-    stack.sign_in()
-    return stack
+    return url

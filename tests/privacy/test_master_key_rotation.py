@@ -13,6 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from appliance.access.models import Application
+from appliance.accounts import mfa
+from appliance.accounts.models import TotpDevice
 from appliance.audit.keys import PURPOSE as SIGNING_KEY_PURPOSE
 from appliance.audit.keys import signer_of, signing_key_active, signing_key_rotate
 from appliance.audit.models import AuditEvent, AuditSigningKey
@@ -33,7 +35,7 @@ from appliance.privacy.models import StoredContent, SubjectKey
 from appliance.privacy.services import content_read, master_key_rotate, subject_erase
 from appliance.routing.evaluations import evaluation_set_create, items_of
 from appliance.routing.models import EvaluationSet
-from tests.conftest import actor
+from tests.conftest import actor, fresh_code, with_authenticator
 from tests.privacy.conftest import MESSAGES, SUBJECT, store_exchange
 
 
@@ -87,6 +89,7 @@ def test_rotation_rewraps_every_key_and_leaves_content_alone(
         "subject_keys": 2,
         "signing_keys": 2,
         "evaluation_sets": 0,
+        "totp_secrets": 0,
         "already_current": 0,
     }
     text = json.dumps(event.details)
@@ -156,7 +159,10 @@ def test_the_command_rotates_and_reports(
 
     out = StringIO()
     call_command("master_key", "rotate", stdout=out)
-    assert "Re-wrapped 2 subject key(s), 2 signing key(s) and 0 evaluation set(s)" in out.getvalue()
+    assert (
+        "Re-wrapped 2 subject key(s), 2 signing key(s), 0 evaluation set(s) and 0 authenticator"
+        in out.getvalue()
+    )
     assert key_id(new) in out.getvalue() and key_id(old) in out.getvalue()
     event = AuditEvent.objects.get(action="privacy.master_key_rotate")
     assert event.actor_kind == "system"
@@ -201,3 +207,20 @@ def test_rotation_rewraps_evaluation_sets_and_they_still_open(
     again = EvaluationSet.objects.get(pk=made.pk)
     assert wrapped_by(again.items_sealed) == key_id(new)
     assert items_of(again)[0]["messages"][0]["content"] == "Dose for MRN-7?"
+
+
+def test_rotation_rewraps_authenticator_secrets_and_codes_still_check(
+    admin: Any, use_master_keys: Any
+) -> None:
+    secret = with_authenticator(admin)
+    old, new = master_keys()[0], secrets.token_bytes(KEY_BYTES)
+    use_master_keys(new, old)
+
+    result = master_key_rotate(actor=actor(admin))
+
+    assert result.totp_secrets == 1
+    use_master_keys(new)
+    device = TotpDevice.objects.get(user=admin)
+    assert wrapped_by(device.secret_wrapped) == key_id(new)
+    assert mfa.device_secret(device) == secret
+    assert mfa.mfa_verify(user=admin, code=fresh_code(admin)) == mfa.Method.TOTP

@@ -77,7 +77,8 @@ class Command(BaseCommand):
             raise CommandError(exc.detail) from None
         self.stdout.write(
             f"Re-wrapped {result.subject_keys} subject key(s), {result.signing_keys} signing "
-            f"key(s) and {result.evaluation_sets} evaluation set(s) under master key "
+            f"key(s), {result.evaluation_sets} evaluation set(s) and {result.totp_secrets} "
+            "authenticator secret(s) under master key "
             f"{result.new_key_id} (from "
             f"{', '.join(result.previous_key_ids) or 'none'}); {result.already_current} "
             "already under it."
