@@ -316,6 +316,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0 * APPLIANCE_USAGE_ROLLUP_MINUTES,
     },
     "audit-checkpoint": {"task": "audit.checkpoint", "schedule": 60.0},
+    "accounts-expire-break-glass": {"task": "accounts.expire_break_glass", "schedule": 60.0},
     "audit-verify": {"task": "audit.verify", "schedule": 24 * 3600.0},
     "audit-retention-purge": {"task": "audit.retention_purge", "schedule": 24 * 3600.0},
     "routing-refresh-costs": {"task": "routing.refresh_costs", "schedule": 3600.0},

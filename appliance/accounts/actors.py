@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.accounts.elevation import effective_role
 from appliance.accounts.models import ApiToken, User
 from appliance.core.actors import Actor, ActorKind
 
@@ -9,7 +10,9 @@ from appliance.core.actors import Actor, ActorKind
 def actor_for_user(user: User, *, via: str = "") -> Actor:
     """A person acting in their own session (``via`` notes e.g. ``cli``)."""
     label = f"{user.username} ({via})" if via else user.username
-    return Actor(kind=ActorKind.USER, id=str(user.pk), label=label, role=user.role, user=user)
+    return Actor(
+        kind=ActorKind.USER, id=str(user.pk), label=label, role=effective_role(user), user=user
+    )
 
 
 def actor_for_token(token: ApiToken) -> Actor:
@@ -19,6 +22,6 @@ def actor_for_token(token: ApiToken) -> Actor:
         kind=ActorKind.TOKEN,
         id=str(token.pk),
         label=f"{user.username} via token {token.prefix}",
-        role=user.role,
+        role=effective_role(user),
         user=user,
     )

@@ -8,9 +8,11 @@ from django.middleware.csrf import get_token
 from ninja import Query, Router, Status
 from ninja.pagination import paginate
 
-from appliance.accounts import selectors, services
+from appliance.accounts import break_glass, selectors, services
 from appliance.accounts.models import User
 from appliance.accounts.schemas import (
+    BreakGlassIn,
+    BreakGlassOut,
     CsrfOut,
     LoginIn,
     PasswordChangeIn,
@@ -31,6 +33,7 @@ from appliance.core.errors import UnsupportedMediaType
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])
 tokens_router = Router(tags=["tokens"])
+break_glass_router = Router(tags=["break-glass"])
 
 
 @auth_router.get("/csrf", auth=None, response=CsrfOut)
@@ -155,3 +158,35 @@ def revoke_token(request: HttpRequest, token_id: int) -> Any:
     actor = actor_of(request)
     token = get_or_404(selectors.token_visible(actor=actor), "token", pk=token_id)
     return services.token_revoke(actor=actor, token=token)
+
+
+@break_glass_router.get("", response={200: list[BreakGlassOut], **error_responses(401, 403)})
+@paginate(OrderedPagination)
+def list_break_glass(request: HttpRequest) -> Any:
+    """Every emergency access, newest first, for review (admins and auditors)."""
+    return break_glass.break_glass_list(actor=actor_of(request))
+
+
+@break_glass_router.post(
+    "", response={201: BreakGlassOut, **error_responses(401, 403, 404, 409, 422, 429)}
+)
+def open_break_glass(request: HttpRequest, payload: BreakGlassIn) -> Status[Any]:
+    """Let a person act as an admin for 5 to 480 minutes, with a reason and the granting
+    admin's own authenticator code; ends by itself; high-severity audit events."""
+    user = _visible_user(request, payload.user_id)
+    grant = break_glass.break_glass_grant(
+        actor=actor_of(request),
+        user=user,
+        reason=payload.reason,
+        minutes=payload.minutes,
+        code=payload.code,
+    )
+    return Status(201, grant)
+
+
+@break_glass_router.post(
+    "/{grant_id}/end", response={200: BreakGlassOut, **error_responses(401, 403, 404, 409)}
+)
+def end_break_glass(request: HttpRequest, grant_id: int) -> Any:
+    """End emergency access before its time."""
+    return break_glass.break_glass_end(actor=actor_of(request), grant_id=grant_id)

@@ -4,10 +4,9 @@ whatever the cookie says."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponseBase
@@ -15,23 +14,15 @@ from django.http import HttpRequest, HttpResponseBase
 from appliance.accounts import sessions
 from appliance.accounts.models import User
 from appliance.accounts.signin import SESSION_RECORD
+from appliance.core.middleware import DualMiddleware
 
 ENDED = "appliance_session_ended"  # why the last session ended, for the sign-in page
 BACKGROUND_HEADER = "X-Console-Background"  # a page's own refresh: not a sign of a person
 
 
-class SessionLimitsMiddleware:
+class SessionLimitsMiddleware(DualMiddleware):
     """After AuthenticationMiddleware. Requests without a session cookie (the gateway's, API
     tokens') pass without touching the database or a thread."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

@@ -92,3 +92,28 @@ class UserSession(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.pk} of {self.user_id}"
+
+
+class BreakGlass(models.Model):
+    """Emergency access: an admin lets a person act as an admin for a short time, with a stated
+    reason and the granting admin's second factor. It ends by itself at ``expires_at`` (or
+    earlier, by an admin); every step is a high-severity audit event."""
+
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="break_glass")
+    granted_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
+    started_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)  # ended early
+    ended_by = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    expiry_recorded = models.BooleanField(default=False)  # its expiry event is written
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["user", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"break-glass {self.pk} for {self.user_id}"

@@ -6,8 +6,9 @@ from datetime import datetime
 
 from ninja import Field, ModelSchema, Schema
 
+from appliance.accounts.break_glass import is_open
 from appliance.accounts.choices import Role
-from appliance.accounts.models import ApiToken, User
+from appliance.accounts.models import ApiToken, BreakGlass, User
 from appliance.api.base import InSchema
 
 
@@ -88,3 +89,34 @@ class TokenCreatedOut(Schema):
     token: TokenOut
     secret: str = Field(description="The token; shown only in this response, store it now.")
     expires_at: datetime | None = None
+
+
+class BreakGlassIn(InSchema):
+    user_id: int
+    reason: str = Field(min_length=1, max_length=1000)
+    minutes: int = Field(default=60, description="5 to 480")
+    code: str = Field(
+        max_length=32, description="The granting admin's own current authenticator code."
+    )
+
+
+class BreakGlassOut(Schema):
+    id: int
+    user_id: int
+    username: str = Field(alias="user.username")
+    granted_by: str = Field(alias="granted_by.username")
+    reason: str
+    role: str
+    started_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+    ended_by: str | None
+    open: bool
+
+    @staticmethod
+    def resolve_ended_by(grant: BreakGlass) -> str | None:
+        return grant.ended_by.username if grant.ended_by is not None else None
+
+    @staticmethod
+    def resolve_open(grant: BreakGlass) -> bool:
+        return is_open(grant)

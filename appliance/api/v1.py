@@ -8,7 +8,7 @@ from __future__ import annotations
 from ninja import NinjaAPI
 
 from appliance.access.api import router as applications_router
-from appliance.accounts.api import auth_router, tokens_router, users_router
+from appliance.accounts.api import auth_router, break_glass_router, tokens_router, users_router
 from appliance.api import errors
 from appliance.api.auth import AUTH
 from appliance.audit.api import router as audit_router
@@ -41,6 +41,7 @@ errors.install(api)
 api.add_router("/auth", auth_router)
 api.add_router("/users", users_router)
 api.add_router("/tokens", tokens_router)
+api.add_router("/break-glass", break_glass_router)
 api.add_router("/models", models_router)
 api.add_router("/adapters", adapters_router)
 api.add_router("/jobs", jobs_router)

@@ -1,5 +1,6 @@
 """What every console view shares: who is signed in and what they may do, the page frame,
-pagination, and turning a service's domain error into a form's field errors."""
+pagination, the not-found and confirmation pages, the flash-and-redirect after a change, and
+turning a service's domain error (or an API schema's refusal) into a form's field errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import pydantic
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -19,6 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from appliance.accounts.actors import actor_for_user
 from appliance.accounts.models import User
 from appliance.accounts.permissions import Capability, allows
+from appliance.console.nav import flash
 from appliance.core.actors import Actor
 from appliance.core.errors import DomainError
 
@@ -72,6 +75,33 @@ def forbidden(request: HttpRequest, capability: Capability) -> HttpResponse:
     return render(request, "console/forbidden.html", {"capability": capability.value}, status=403)
 
 
+def not_found(request: HttpRequest, what: str) -> HttpResponse:
+    """Someone else's object answers exactly like a missing one, so a 404 never tells a person
+    what exists beyond what they may see."""
+    return render(request, "console/not_found.html", {"what": what}, status=404)
+
+
+def confirm(
+    request: HttpRequest, *, title: str, consequence: str, action: str, cancel_url: str
+) -> HttpResponse:
+    """The GET of an action that cannot be taken back: what it will do, one button that POSTs,
+    and the way back; only the POST acts, so no link or prefetch ever does it."""
+    context = {
+        "title": title,
+        "consequence": consequence,
+        "action": action,
+        "cancel_url": cancel_url,
+    }
+    return render(request, "console/confirm.html", context)
+
+
+def done(request: HttpRequest, message: str, to: str, *, status: int = 302) -> HttpResponse:
+    """After a change: the message shows on the next page, and a redirect (302, or 303 where a
+    page asks for it) keeps a reload from sending the form again."""
+    flash(request, message)
+    return HttpResponseRedirect(to, status=status)
+
+
 def page(
     request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
 ) -> HttpResponse:
@@ -105,6 +135,28 @@ class FormErrors:
     def add(self, field: str, message: str) -> None:
         self.fields.setdefault(field, []).append(message)
         self.detail = self.detail or "Please correct the fields marked below."
+
+
+def schema_errors(
+    error: pydantic.ValidationError,
+    messages: dict[str, str] | None = None,
+    field: str = "form",
+    errors: FormErrors | None = None,
+) -> FormErrors:
+    """An API schema's refusals at their fields (``field`` when it names none), in the page's
+    plainer ``messages`` where it has one for the problem, so a form obeys the API's rules."""
+    errors = FormErrors() if errors is None else errors
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else field
+        errors.add(name, (messages or {}).get(problem["type"], str(problem["msg"])))
+    return errors
+
+
+def invalid(
+    request: HttpRequest, template: str, context: dict[str, Any], errors: FormErrors
+) -> HttpResponse:
+    """Render the form again with what could not be read in it (422): nothing was tried."""
+    return render(request, template, {**context, "errors": errors}, status=422)
 
 
 def refused(

@@ -3,11 +3,11 @@ or styles, nothing from another origin), no caching of pages that show data, no 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
+
+from appliance.core.middleware import DualMiddleware
 
 CONSOLE_PREFIX = "/console/"
 POLICY = "; ".join(
@@ -33,18 +33,9 @@ HEADERS = {
 }
 
 
-class ConsoleHeadersMiddleware:
+class ConsoleHeadersMiddleware(DualMiddleware):
     """Only on /console/ (the API and gateway answer JSON and set their own); no I/O, so it is
     async-capable without a thread."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

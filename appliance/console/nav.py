@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import reverse
 
+from appliance.accounts import elevation
 from appliance.accounts.actors import actor_for_user
 from appliance.accounts.models import User
 from appliance.accounts.permissions import Capability, allows
@@ -57,4 +58,4 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
         url = reverse(entry.url_name)
         current = request.path == url or (url != "/console/" and request.path.startswith(url))
         entries.append({"label": entry.label, "url": url, "current": current})
-    return {"nav": entries, "flash": message}
+    return {"nav": entries, "flash": message, "emergency": elevation.active(user.pk)}

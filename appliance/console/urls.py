@@ -9,6 +9,7 @@ from appliance.console.views import (
     applications,
     audit,
     auth,
+    break_glass,
     dashboard,
     fleet,
     registry,
@@ -37,4 +38,5 @@ urlpatterns = [
     *usage.urlpatterns,
     *audit.urlpatterns,
     *users.urlpatterns,
+    *break_glass.urlpatterns,
 ]

@@ -16,9 +16,9 @@ from appliance.core.context import request_id_var, source_ip_var
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
-class RequestContextMiddleware:
-    """Sets the request id and source address for the request and echoes ``X-Request-ID``.
-    Sync and async, so the gateway's async views never hop to a thread for it."""
+class DualMiddleware:
+    """A middleware that runs in the chain's own mode, sync or async, so the gateway's async
+    views never hop to a thread for it; subclasses branch on ``is_async`` in ``__call__``."""
 
     sync_capable = True
     async_capable = True
@@ -28,6 +28,13 @@ class RequestContextMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        raise NotImplementedError
+
+
+class RequestContextMiddleware(DualMiddleware):
+    """Sets the request id and source address for the request and echoes ``X-Request-ID``."""
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

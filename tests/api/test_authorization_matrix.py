@@ -28,7 +28,7 @@ from django.utils import timezone
 from appliance.access import services as access
 from appliance.access.models import ApiKey, Application, Grant
 from appliance.accounts import mfa
-from appliance.accounts.models import ApiToken, User
+from appliance.accounts.models import ApiToken, BreakGlass, User
 from appliance.accounts.services import token_create
 from appliance.api.v1 import api
 from appliance.audit.breaches import breach_record
@@ -160,11 +160,34 @@ def _login_body(world: World) -> dict[str, Any]:
     """Admins sign in with their authenticator's code too."""
     user = world.user or world.target_user
     body = {"username": user.username, "password": PASSWORD}
-    if mfa.mfa_required(user):
-        if not mfa.mfa_enrolled(user):
-            with_authenticator(user)
+    if mfa.mfa_required(user) and not mfa.mfa_enrolled(user):
+        with_authenticator(user)
+    if mfa.mfa_enrolled(user):
         body["code"] = fresh_code(user)
     return body
+
+
+def _break_glass_body(world: World) -> dict[str, Any]:
+    """Emergency access for tina, with the calling admin's own code (others' is never read)."""
+    code = "000000"
+    if world.user is not None and world.user.role == ADMIN:
+        if not mfa.mfa_enrolled(world.user):
+            with_authenticator(world.user)
+        code = fresh_code(world.user)
+    reason = "Matrix: the on-call operator must restore a deployment now"
+    return {"user_id": world.target_user.pk, "reason": reason, "minutes": 30, "code": code}
+
+
+def _open_break_glass(world: World) -> int:
+    now = timezone.now()
+    grant = BreakGlass.objects.create(
+        user=world.target_user,
+        granted_by=User.objects.filter(role=ADMIN).first(),
+        reason="Matrix: open emergency access to end",
+        started_at=now,
+        expires_at=now + timedelta(minutes=30),
+    )
+    return grant.pk
 
 
 def _upload_body(world: World) -> dict[str, Any]:
@@ -292,6 +315,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
         200,
         hidden_from=OTHER_PEOPLE_HIDDEN,
         path_objects={"user_id": lambda w: w.inactive_user.pk},
+    ),
+    # break-glass (tina, an operator with an authenticator, gets emergency access)
+    ("GET", "/api/v1/break-glass"): Rule(_only(ADMIN, AUDITOR), 200),
+    ("POST", "/api/v1/break-glass"): Rule(
+        _only(ADMIN), 201, hidden_from=OTHER_PEOPLE_HIDDEN, body=_break_glass_body
+    ),
+    ("POST", "/api/v1/break-glass/{grant_id}/end"): Rule(
+        _only(ADMIN), 200, path_objects={"grant_id": _open_break_glass}
     ),
     # tokens (the token in the path is the caller's own; someone else's is tested below)
     ("GET", "/api/v1/tokens"): Rule(EVERYONE, 200),
@@ -566,6 +597,7 @@ def build_world(
     archive = tar_gz_of(write_adapter_dir(tmp_path / "upload-source"))
 
     target_user = make_user("tina", OPERATOR)
+    with_authenticator(target_user)  # as emergency access needs
     inactive_user = make_user("ivan", APP_OWNER)
     inactive_user.is_active = False
     inactive_user.save(update_fields=["is_active"])

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from zoneinfo import available_timezones
 
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from appliance.accounts import mfa, services, sessions
 from appliance.accounts.signin import SESSION_RECORD
-from appliance.console.base import ConsoleRequest, FormErrors, console_view
-from appliance.console.nav import flash
+from appliance.console.base import (
+    ConsoleRequest,
+    FormErrors,
+    confirm,
+    console_view,
+    done,
+    not_found,
+)
 from appliance.core.errors import DomainError
 
 ZONES = sorted(available_timezones())
@@ -48,24 +54,20 @@ def time_zone(request: ConsoleRequest) -> HttpResponse:
         )
     except DomainError as error:
         return _page(request, FormErrors(error), error.status)
-    flash(request, "Time zone saved.")
-    return HttpResponseRedirect(reverse("console:account"))
+    return done(request, "Time zone saved.", reverse("console:account"))
 
 
 @console_view()
 @require_http_methods(["GET", "POST"])
 def recovery_codes(request: ConsoleRequest) -> HttpResponse:
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": "New recovery codes",
-                "consequence": "Your current recovery codes will stop working and ten new ones "
-                "will be shown once.",
-                "action": "Make new recovery codes",
-                "cancel_url": reverse("console:account"),
-            },
+            title="New recovery codes",
+            consequence="Your current recovery codes will stop working and ten new ones will be "
+            "shown once.",
+            action="Make new recovery codes",
+            cancel_url=reverse("console:account"),
         )
     try:
         codes = mfa.recovery_codes_regenerate(actor=request.actor, user=request.user)
@@ -84,20 +86,16 @@ def session_end(request: ConsoleRequest, session_id: int) -> HttpResponse:
     """End one of one's own sessions (another browser, a lost laptop)."""
     mine = {s.pk: s for s in sessions.sessions_of(request.user)}
     if session_id not in mine:
-        return render(request, "console/not_found.html", {"what": "session"}, status=404)
+        return not_found(request, "session")
     if request.method == "GET":
         record = mine[session_id]
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": "End a session",
-                "consequence": f"The session started from {record.source_ip or 'an unknown address'}"
-                f" ({record.user_agent or 'unknown browser'}) will be signed out at once.",
-                "action": "End the session",
-                "cancel_url": reverse("console:account"),
-            },
+            title="End a session",
+            consequence=f"The session started from {record.source_ip or 'an unknown address'}"
+            f" ({record.user_agent or 'unknown browser'}) will be signed out at once.",
+            action="End the session",
+            cancel_url=reverse("console:account"),
         )
     sessions.session_end(actor=request.actor, record_id=session_id)
-    flash(request, "The session was ended.")
-    return HttpResponseRedirect(reverse("console:account"))
+    return done(request, "The session was ended.", reverse("console:account"))

@@ -7,16 +7,29 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.shortcuts import render
+from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from appliance.access import selectors, services
 from appliance.access.models import Grant
 from appliance.accounts.permissions import Capability
-from appliance.console.base import ConsoleRequest, FormErrors, console_view, refused
-from appliance.console.nav import flash
-from appliance.console.views.application_forms import Form, find_application, not_done, not_found
+from appliance.console.base import (
+    ConsoleRequest,
+    FormErrors,
+    confirm,
+    console_view,
+    done,
+    invalid,
+    not_found,
+    refused,
+)
+from appliance.console.views.application_forms import (
+    Form,
+    application_url,
+    find_application,
+    not_done,
+)
 from appliance.core.errors import DomainError
 from appliance.registry import selectors as registry_selectors
 from appliance.registry.choices import EntryStatus
@@ -44,7 +57,7 @@ def key_new(request: ConsoleRequest, application_id: int) -> HttpResponse:
     name = form.text("name")
     expires_in_days = form.number("expires_in_days", high=DAYS_MAX)
     if form.errors:
-        return render(request, template, {**context, "errors": form.errors}, status=422)
+        return invalid(request, template, context, form.errors)
     try:
         key, secret = services.api_key_create(
             actor=request.actor,
@@ -72,28 +85,23 @@ def key_revoke(request: ConsoleRequest, application_id: int, key_id: int) -> Htt
     key = selectors.api_key_list(application=application).filter(pk=key_id).first()
     if key is None:
         return not_found(request, "key")
-    back = reverse("console:application", args=[application.pk])
+    back = application_url(application)
     if key.revoked_at is not None:
-        flash(request, f"The key {key.name} ({key.prefix}) was revoked already.")
-        return redirect(back)
+        return done(request, f"The key {key.name} ({key.prefix}) was revoked already.", back)
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Revoke the key {key.name}",
-                "consequence": f"The key {key.name} ({key.prefix}…) of {application.name} will be "
-                "revoked for good. Applications using it stop working at their next request.",
-                "action": f"Revoke the key {key.name}",
-                "cancel_url": back,
-            },
+            title=f"Revoke the key {key.name}",
+            consequence=f"The key {key.name} ({key.prefix}…) of {application.name} will be "
+            "revoked for good. Applications using it stop working at their next request.",
+            action=f"Revoke the key {key.name}",
+            cancel_url=back,
         )
     try:
         services.api_key_revoke(actor=request.actor, key=key)
     except DomainError as error:
         return not_done(request, error, back)
-    flash(request, f"The key {key.name} ({key.prefix}) was revoked.")
-    return redirect(back)
+    return done(request, f"The key {key.name} ({key.prefix}) was revoked.", back)
 
 
 @console_view(Capability.APPS_MANAGE)
@@ -132,7 +140,7 @@ def grant_new(request: ConsoleRequest, application_id: int) -> HttpResponse:
         form.number(n) for n in ("model_id", "adapter_id", "route_id")
     )
     if form.errors:
-        return render(request, template, {**context, "errors": form.errors}, status=422)
+        return invalid(request, template, context, form.errors)
     try:
         services.grant_target_check(
             model=model_id is not None, adapter=adapter_id is not None, route=route_id is not None
@@ -153,15 +161,15 @@ def grant_new(request: ConsoleRequest, application_id: int) -> HttpResponse:
         if adapter is None:
             form.errors.add("adapter_id", "No such adapter.")
     if form.errors:
-        return render(request, template, {**context, "errors": form.errors}, status=422)
+        return invalid(request, template, context, form.errors)
     try:
         grant = services.grant_create(
             actor=actor, application=application, model=model, adapter=adapter, route=route
         )
     except DomainError as error:
         return refused(request, template, context, error)
-    flash(request, f"{application.name} may now use {_target(grant)}.")
-    return redirect("console:application", application.pk)
+    back = application_url(application)
+    return done(request, f"{application.name} may now use {_target(grant)}.", back)
 
 
 @console_view(Capability.APPS_MANAGE)
@@ -175,25 +183,21 @@ def grant_remove(request: ConsoleRequest, application_id: int, grant_id: int) ->
     if grant is None:
         return not_found(request, "grant")
     target = _target(grant)
-    back = reverse("console:application", args=[application.pk])
+    back = application_url(application)
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Remove the grant of {target}",
-                "consequence": f"{application.name} will no longer be allowed to use {target}: "
-                "the gateway refuses it from the next request.",
-                "action": "Remove the grant",
-                "cancel_url": back,
-            },
+            title=f"Remove the grant of {target}",
+            consequence=f"{application.name} will no longer be allowed to use {target}: "
+            "the gateway refuses it from the next request.",
+            action="Remove the grant",
+            cancel_url=back,
         )
     try:
         services.grant_delete(actor=request.actor, grant=grant)
     except DomainError as error:
         return not_done(request, error, back)
-    flash(request, f"{application.name} may no longer use {target}.")
-    return redirect(back)
+    return done(request, f"{application.name} may no longer use {target}.", back)
 
 
 def _target(grant: Grant) -> str:

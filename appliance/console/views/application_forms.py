@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import render
+from django.urls import reverse
 
 from appliance.access import selectors, services
 from appliance.access.choices import ApplicationStatus, DataClassification, DataPolicy
@@ -87,9 +88,9 @@ def find_application(request: ConsoleRequest, application_id: int) -> Applicatio
     return visible_applications(request).filter(pk=application_id).first()
 
 
-def not_found(request: ConsoleRequest, what: str) -> HttpResponse:
-    """Someone else's object answers exactly like a missing one."""
-    return render(request, "console/not_found.html", {"what": what}, status=404)
+def application_url(application: Application) -> str:
+    """The application's page, where its changes start and return."""
+    return reverse("console:application", args=[application.pk])
 
 
 def owner_choices() -> list[tuple[Any, str]]:

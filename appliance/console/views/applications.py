@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db.models import Count, Q
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.shortcuts import render
+from django.urls import path
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -20,12 +20,15 @@ from appliance.accounts.permissions import Capability, allows
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.console.views import application_access
 from appliance.console.views.application_forms import (
     CLASSIFICATION_CHOICES,
@@ -34,11 +37,11 @@ from appliance.console.views.application_forms import (
     POLICY_CHOICES,
     STATUS_CHOICES,
     Form,
+    application_url,
     find_application,
     find_owner,
     limit_values,
     not_done,
-    not_found,
     owner_choices,
     visible_applications,
 )
@@ -104,13 +107,12 @@ def application_new(request: ConsoleRequest) -> HttpResponse:
         **form.limits(),
     }
     if form.errors:
-        return render(request, template, {**context, "errors": form.errors}, status=422)
+        return invalid(request, template, context, form.errors)
     try:
         application = services.application_create(actor=request.actor, **fields)
     except DomainError as error:
         return refused(request, template, context, error)
-    flash(request, f"Application {application.name} created.")
-    return redirect("console:application", application.pk)
+    return done(request, f"Application {application.name} created.", application_url(application))
 
 
 @console_view()
@@ -229,17 +231,16 @@ def _update(
     form: Form,
     template: str,
     context: dict[str, Any],
-    done: str,
+    message: str,
 ) -> HttpResponse:
     """Apply the changes through the service, or show the form again with why not."""
     if form.errors:
-        return render(request, template, {**context, "errors": form.errors}, status=422)
+        return invalid(request, template, context, form.errors)
     try:
         services.application_update(actor=request.actor, application=application, **changes)
     except DomainError as error:
         return refused(request, template, context, error)
-    flash(request, done)
-    return redirect("console:application", application.pk)
+    return done(request, message, application_url(application))
 
 
 @console_view(Capability.APPS_MANAGE)
@@ -250,16 +251,13 @@ def application_disable(request: ConsoleRequest, application_id: int) -> HttpRes
     if application is None:
         return not_found(request, "application")
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Disable {application.name}",
-                "consequence": f"Every API key of {application.name} will be refused from its "
-                "next request until the application is enabled again. Keys and grants are kept.",
-                "action": f"Disable {application.name}",
-                "cancel_url": reverse("console:application", args=[application.pk]),
-            },
+            title=f"Disable {application.name}",
+            consequence=f"Every API key of {application.name} will be refused from its next "
+            "request until the application is enabled again. Keys and grants are kept.",
+            action=f"Disable {application.name}",
+            cancel_url=application_url(application),
         )
     return _set_status(request, application, ApplicationStatus.DISABLED, "disabled")
 
@@ -275,15 +273,14 @@ def application_enable(request: ConsoleRequest, application_id: int) -> HttpResp
 
 
 def _set_status(
-    request: ConsoleRequest, application: Application, status: str, done: str
+    request: ConsoleRequest, application: Application, status: str, word: str
 ) -> HttpResponse:
-    back = reverse("console:application", args=[application.pk])
+    back = application_url(application)
     try:
         services.application_update(actor=request.actor, application=application, status=status)
     except DomainError as error:
         return not_done(request, error, back)
-    flash(request, f"Application {application.name} {done}.")
-    return redirect(back)
+    return done(request, f"Application {application.name} {word}.", back)
 
 
 urlpatterns = [

@@ -19,7 +19,7 @@ from appliance.accounts.permissions import Capability, allows
 from appliance.audit import selectors
 from appliance.audit.checkpoints import checkpoint_latest
 from appliance.audit.models import AuditEvent, AuditSigningKey, AuditVerification
-from appliance.console.base import PAGE_SIZE, ConsoleRequest, console_view
+from appliance.console.base import PAGE_SIZE, ConsoleRequest, console_view, not_found
 from appliance.console.views import audit_exports, audit_retention
 from appliance.console.views.report_helpers import (
     actor_kind_choices,
@@ -117,7 +117,7 @@ def audit_event(request: ConsoleRequest, seq: int) -> HttpResponse:
     """One event, every field, and how to prove it is in the signed log."""
     event = selectors.audit_event_list(actor=request.actor).filter(seq=seq).first()
     if event is None:
-        return render(request, "console/not_found.html", {"what": "audit event"}, status=404)
+        return not_found(request, "audit event")
     checkpoint = checkpoint_latest()
     signed = checkpoint is not None and event.seq <= checkpoint.tree_size
     context = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import FileResponse, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -18,11 +18,12 @@ from appliance.audit.models import AuditExport
 from appliance.console.base import (
     ConsoleRequest,
     console_view,
+    done,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.console.views.report_helpers import (
     AuditQuery,
     actor_kind_choices,
@@ -98,8 +99,8 @@ def export_list(request: ConsoleRequest) -> HttpResponse:
         job = exports.audit_export_request(actor=request.actor, filters=query.filters)
     except DomainError as error:
         return refused(request, PAGE, _context(request, query), error)
-    flash(request, f"Export {job.object_id} requested; it is built in the background.")
-    return HttpResponseRedirect(reverse("console:audit-exports"), status=303)
+    message = f"Export {job.object_id} requested; it is built in the background."
+    return done(request, message, reverse("console:audit-exports"), status=303)
 
 
 def _export(export_id: Any) -> AuditExport | None:
@@ -112,7 +113,7 @@ def export_row(request: ConsoleRequest, export_id: Any) -> HttpResponse:
     """One row, for the poll that shows an unfinished export's progress."""
     export = _export(export_id)
     if export is None:
-        return render(request, "console/not_found.html", {"what": "export"}, status=404)
+        return not_found(request, "export")
     [row] = _rows([export])
     return render(request, "console/fragments/audit_export_row.html", {"row": row})
 
@@ -123,7 +124,7 @@ def export_download(request: ConsoleRequest, export_id: Any) -> HttpResponseBase
     """Stream the bundle as the API does; an unfinished or removed one is a 409 on the list."""
     export = _export(export_id)
     if export is None:
-        return render(request, "console/not_found.html", {"what": "export"}, status=404)
+        return not_found(request, "export")
     try:
         bundle = exports.audit_export_download(actor=request.actor, export=export)
     except DomainError as error:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,12 +18,15 @@ from appliance.audit.models import LegalHold
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.console.views.report_helpers import parse_id, parse_moment
 from appliance.core.errors import DomainError
 
@@ -65,13 +68,12 @@ def retention_set(request: ConsoleRequest, category: str) -> HttpResponse:
     if not typed["days"].isdigit() or len(typed["days"]) > 9:
         errors = FormErrors()
         errors.add("days", "Give a whole number of days.")
-        return render(request, PAGE, _context(request, typed, errors), status=422)
+        return invalid(request, PAGE, _context(request, typed), errors)
     try:
         retention.retention_set(actor=request.actor, category=category, days=int(typed["days"]))
     except DomainError as error:
         return refused(request, PAGE, _context(request, typed), error)
-    flash(request, f"{category} is now kept {typed['days']} days.")
-    return HttpResponseRedirect(reverse("console:retention"), status=303)
+    return _back(request, f"{category} is now kept {typed['days']} days.")
 
 
 @console_view(Capability.PRIVACY_MANAGE)
@@ -92,7 +94,7 @@ def hold_place(request: ConsoleRequest) -> HttpResponse:
         if len(typed[name]) > limit:
             errors.add(name, f"At most {limit} characters.")
     if errors:
-        return render(request, PAGE, _context(request, typed, errors), status=422)
+        return invalid(request, PAGE, _context(request, typed), errors)
     try:
         hold = retention.legal_hold_place(
             actor=request.actor,
@@ -104,8 +106,7 @@ def hold_place(request: ConsoleRequest) -> HttpResponse:
         )
     except DomainError as error:
         return refused(request, PAGE, _context(request, typed), error)
-    flash(request, f"Legal hold “{hold.name}” placed.")
-    return HttpResponseRedirect(reverse("console:retention"), status=303)
+    return _back(request, f"Legal hold “{hold.name}” placed.")
 
 
 @console_view(Capability.PRIVACY_MANAGE)
@@ -114,27 +115,28 @@ def hold_release(request: ConsoleRequest, hold_id: int) -> HttpResponse:
     """Release a hold after a confirmation: the purge may then remove what it kept."""
     hold = LegalHold.objects.select_related("application").filter(pk=hold_id).first()
     if hold is None:
-        return render(request, "console/not_found.html", {"what": "legal hold"}, status=404)
+        return not_found(request, "legal hold")
     if request.method == "GET":
         scope = hold.application.name if hold.application else "every application"
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Release legal hold “{hold.name}”",
-                "consequence": f"The hold on the data of {scope} will end now; the daily purge may "
-                "then delete that data once it is past its retention. This cannot be undone "
-                "(a new hold can be placed, but purged data is gone).",
-                "action": "Release the hold",
-                "cancel_url": reverse("console:retention"),
-            },
+            title=f"Release legal hold “{hold.name}”",
+            consequence=f"The hold on the data of {scope} will end now; the daily purge may then "
+            "delete that data once it is past its retention. This cannot be undone (a new hold "
+            "can be placed, but purged data is gone).",
+            action="Release the hold",
+            cancel_url=reverse("console:retention"),
         )
     try:
         retention.legal_hold_release(actor=request.actor, hold=hold)
     except DomainError as error:
         return refused(request, PAGE, _context(request), error)
-    flash(request, f"Legal hold “{hold.name}” released.")
-    return HttpResponseRedirect(reverse("console:retention"), status=303)
+    return _back(request, f"Legal hold “{hold.name}” released.")
+
+
+def _back(request: ConsoleRequest, message: str) -> HttpResponse:
+    """Every change here returns to the retention page (303: a reload does not post again)."""
+    return done(request, message, reverse("console:retention"), status=303)
 
 
 urlpatterns = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
@@ -22,12 +22,15 @@ from appliance.console import charts
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.console.views import fleet_deployments
 from appliance.console.views.fleet_forms import checked, optional, text
 from appliance.core.errors import DomainError
@@ -108,10 +111,6 @@ def _node(request: ConsoleRequest, node_id: int) -> Node | None:
     return selectors.node_list(actor=request.actor).filter(pk=node_id).first()
 
 
-def _not_found(request: ConsoleRequest, what: str) -> HttpResponse:
-    return render(request, "console/not_found.html", {"what": what}, status=404)
-
-
 def _node_engines(node: Node) -> QuerySet[EngineInstance]:
     """The engines placed on the node that run or should run (long-stopped ones are history)."""
     return (
@@ -180,7 +179,7 @@ def node_page(request: ConsoleRequest, node_id: int) -> HttpResponse:
     """One node: its GPUs now and over the last hour, day or week, and the engines it runs."""
     node = _node(request, node_id)
     if node is None:
-        return _not_found(request, "node")
+        return not_found(request, "node")
     ranges = spans()
     chosen = request.GET.get("range", "hour")
     if chosen not in ranges:
@@ -212,33 +211,28 @@ def node_revoke(request: ConsoleRequest, node_id: int) -> HttpResponse:
     """Cut a node off (a stolen or retired machine): confirm on GET, revoke on POST."""
     node = _node(request, node_id)
     if node is None:
-        return _not_found(request, "node")
+        return not_found(request, "node")
     back = reverse("console:node", args=[node.pk])
     if node.status == NodeStatus.REVOKED:
-        flash(request, f"Node {node.name} was already revoked.")
-        return HttpResponseRedirect(back)
+        return done(request, f"Node {node.name} was already revoked.", back)
     if request.method == "GET":
         running = node.instances.filter(desired_state=DesiredState.RUNNING).count()
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Revoke node {node.name}",
-                "consequence": f"Node {node.name} ({node.hostname or 'no host name'}) will be "
-                f"refused from its next call, and its {running} running engine"
-                f"{'' if running == 1 else 's'} will be stopped. This cannot be undone: the "
-                "machine must be enrolled again with a new token.",
-                "action": f"Revoke {node.name}",
-                "cancel_url": back,
-            },
+            title=f"Revoke node {node.name}",
+            consequence=f"Node {node.name} ({node.hostname or 'no host name'}) will be refused "
+            f"from its next call, and its {running} running engine"
+            f"{'' if running == 1 else 's'} will be stopped. This cannot be undone: the "
+            "machine must be enrolled again with a new token.",
+            action=f"Revoke {node.name}",
+            cancel_url=back,
         )
     try:
         services.node_revoke(actor=request.actor, node=node)
     except DomainError as error:
-        flash(request, error.detail)
-        return HttpResponseRedirect(back)
-    flash(request, f"Node {node.name} was revoked; its engines are being stopped.")
-    return HttpResponseRedirect(back, status=303)
+        return done(request, error.detail, back)
+    message = f"Node {node.name} was revoked; its engines are being stopped."
+    return done(request, message, back, status=303)
 
 
 # --- enrollment tokens ------------------------------------------------------------------------
@@ -271,9 +265,7 @@ def enrollment_tokens(request: ConsoleRequest) -> HttpResponse:
     }
     payload, errors = checked(EnrollmentTokenIn, form)
     if payload is None:
-        return render(
-            request, TOKENS_TEMPLATE, _tokens_context(request, errors=errors, form=form), status=422
-        )
+        return invalid(request, TOKENS_TEMPLATE, _tokens_context(request, form=form), errors)
     try:
         token, secret = services.enrollment_token_create(actor=request.actor, **payload.dict())
     except DomainError as error:
@@ -288,26 +280,22 @@ def enrollment_token_revoke(request: ConsoleRequest, token_id: int) -> HttpRespo
     """Withdraw an unused token (given to the wrong person, or not needed): confirm, then do."""
     token = selectors.enrollment_token_list(actor=request.actor).filter(pk=token_id).first()
     if token is None:
-        return _not_found(request, "enrollment token")
+        return not_found(request, "enrollment token")
     back = reverse("console:enrollment-tokens")
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Revoke enrollment token {token.prefix}",
-                "consequence": f"The token {token.prefix}… for {token.name!r} will never enroll "
-                "a machine. Nodes already enrolled are not affected.",
-                "action": "Revoke the token",
-                "cancel_url": back,
-            },
+            title=f"Revoke enrollment token {token.prefix}",
+            consequence=f"The token {token.prefix}… for {token.name!r} will never enroll a "
+            "machine. Nodes already enrolled are not affected.",
+            action="Revoke the token",
+            cancel_url=back,
         )
     try:
         services.enrollment_token_revoke(actor=request.actor, token=token)
     except DomainError as error:
         return refused(request, TOKENS_TEMPLATE, _tokens_context(request), error)
-    flash(request, f"Enrollment token {token.prefix} was revoked.")
-    return HttpResponseRedirect(back, status=303)
+    return done(request, f"Enrollment token {token.prefix} was revoked.", back, status=303)
 
 
 urlpatterns = [

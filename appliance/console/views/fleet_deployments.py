@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
@@ -19,12 +19,15 @@ from appliance.accounts.permissions import Capability, allows
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.console.views.fleet_forms import checked, ids, number_list, optional, text
 from appliance.core.actors import Actor
 from appliance.core.errors import DomainError, ValidationFailed
@@ -70,8 +73,9 @@ def _deployment(request: ConsoleRequest, deployment_id: int) -> Deployment | Non
     return selectors.deployment_list(actor=request.actor).filter(pk=deployment_id).first()
 
 
-def _not_found(request: ConsoleRequest) -> HttpResponse:
-    return render(request, "console/not_found.html", {"what": "deployment"}, status=404)
+def _back(deployment: Deployment) -> str:
+    """The deployment's page, where its changes start and return."""
+    return reverse("console:deployment", args=[deployment.pk])
 
 
 def _first_line(error: str) -> str:
@@ -154,7 +158,7 @@ def deployment_page(request: ConsoleRequest, deployment_id: int) -> HttpResponse
     """One deployment: its settings, and its engines refreshed while an operator watches."""
     deployment = _deployment(request, deployment_id)
     if deployment is None:
-        return _not_found(request)
+        return not_found(request, "deployment")
     context = {
         **_observed(deployment),
         "active": deployment.status == DeploymentStatus.ACTIVE,
@@ -168,7 +172,7 @@ def deployment_engines(request: ConsoleRequest, deployment_id: int) -> HttpRespo
     """The engines part of a deployment's page, for its background refresh."""
     deployment = _deployment(request, deployment_id)
     if deployment is None:
-        return _not_found(request)
+        return not_found(request, "deployment")
     return render(request, "console/fragments/fleet_engines.html", _observed(deployment))
 
 
@@ -255,8 +259,7 @@ def deployment_new(request: ConsoleRequest) -> HttpResponse:
     shown = {**form, "gpu_indices": request.POST.get("gpu_indices", "")}
     payload, errors = checked(DeploymentIn, form, errors)
     if payload is None:
-        context = {**_new_context(request, shown), "errors": errors}
-        return render(request, NEW_TEMPLATE, context, status=422)
+        return invalid(request, NEW_TEMPLATE, _new_context(request, shown), errors)
     actor = request.actor
     data = payload.dict()
     try:
@@ -273,8 +276,8 @@ def deployment_new(request: ConsoleRequest) -> HttpResponse:
         )
     except DomainError as error:
         return refused(request, NEW_TEMPLATE, _new_context(request, shown), error)
-    flash(request, f"Deployment {deployment.name} was created; its engines are being placed.")
-    return HttpResponseRedirect(reverse("console:deployment", args=[deployment.pk]), status=303)
+    message = f"Deployment {deployment.name} was created; its engines are being placed."
+    return done(request, message, _back(deployment), status=303)
 
 
 # --- changing ---------------------------------------------------------------------------------
@@ -306,7 +309,7 @@ def deployment_adapters(request: ConsoleRequest, deployment_id: int) -> HttpResp
     unload them without a restart."""
     deployment = _deployment(request, deployment_id)
     if deployment is None:
-        return _not_found(request)
+        return not_found(request, "deployment")
     if request.method == "GET":
         chosen = {str(a.pk) for a in deployment.adapters.all()}
         return render(request, ADAPTERS_TEMPLATE, _adapters_context(request, deployment, chosen))
@@ -314,7 +317,7 @@ def deployment_adapters(request: ConsoleRequest, deployment_id: int) -> HttpResp
     adapter_ids = ids(request.POST, "adapter_ids", errors)
     context = _adapters_context(request, deployment, {str(i) for i in adapter_ids})
     if errors:
-        return render(request, ADAPTERS_TEMPLATE, {**context, "errors": errors}, status=422)
+        return invalid(request, ADAPTERS_TEMPLATE, context, errors)
     try:
         deployment_services.deployment_set_adapters(
             actor=request.actor,
@@ -323,8 +326,8 @@ def deployment_adapters(request: ConsoleRequest, deployment_id: int) -> HttpResp
         )
     except DomainError as error:
         return refused(request, ADAPTERS_TEMPLATE, context, error)
-    flash(request, f"Adapters of {deployment.name} saved; its engines load and unload them now.")
-    return HttpResponseRedirect(reverse("console:deployment", args=[deployment.pk]), status=303)
+    message = f"Adapters of {deployment.name} saved; its engines load and unload them now."
+    return done(request, message, _back(deployment), status=303)
 
 
 @console_view(Capability.FLEET_MANAGE)
@@ -333,30 +336,26 @@ def deployment_remove(request: ConsoleRequest, deployment_id: int) -> HttpRespon
     """Stop serving a deployment: confirm on GET, remove on POST (kept on record)."""
     deployment = _deployment(request, deployment_id)
     if deployment is None:
-        return _not_found(request)
-    back = reverse("console:deployment", args=[deployment.pk])
+        return not_found(request, "deployment")
+    back = _back(deployment)
     if deployment.status == DeploymentStatus.REMOVED:
-        flash(request, f"Deployment {deployment.name} was already removed.")
-        return HttpResponseRedirect(back)
+        return done(request, f"Deployment {deployment.name} was already removed.", back)
     if request.method == "GET":
         running = sum(
             1 for e in deployment.instances.all() if e.desired_state == DesiredState.RUNNING
         )
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Remove deployment {deployment.name}",
-                "consequence": f"{deployment.name} ({deployment.model.name}) will stop being "
-                f"served: its {running} engine{'' if running == 1 else 's'} will be stopped and "
-                "requests for it will fail. It stays on record as removed.",
-                "action": f"Remove {deployment.name}",
-                "cancel_url": back,
-            },
+            title=f"Remove deployment {deployment.name}",
+            consequence=f"{deployment.name} ({deployment.model.name}) will stop being served: "
+            f"its {running} engine{'' if running == 1 else 's'} will be stopped and requests "
+            "for it will fail. It stays on record as removed.",
+            action=f"Remove {deployment.name}",
+            cancel_url=back,
         )
     deployment_services.deployment_remove(actor=request.actor, deployment=deployment)
-    flash(request, f"Deployment {deployment.name} was removed; its engines are being stopped.")
-    return HttpResponseRedirect(back, status=303)
+    message = f"Deployment {deployment.name} was removed; its engines are being stopped."
+    return done(request, message, back, status=303)
 
 
 urlpatterns = [

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import pydantic
 from django.http import QueryDict
 
-from appliance.console.base import FormErrors
+from appliance.console.base import FormErrors, schema_errors
 
 S = TypeVar("S", bound=pydantic.BaseModel)
 
@@ -23,10 +23,7 @@ def checked(
     try:
         parsed = schema.model_validate(data)
     except pydantic.ValidationError as invalid:
-        for problem in invalid.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "form"
-            errors.add(field, str(problem["msg"]))
-        return None, errors
+        return None, schema_errors(invalid, errors=errors)
     return (None if errors else parsed), errors
 
 

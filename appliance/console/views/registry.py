@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,12 +17,16 @@ from appliance.accounts.permissions import Capability, allows
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
+    schema_errors,
 )
-from appliance.console.nav import flash
 from appliance.core.choices import JobKind, JobStatus
 from appliance.core.errors import DomainError
 from appliance.core.models import Job
@@ -68,10 +72,6 @@ def _find(request: ConsoleRequest, kind: str, entry_id: int) -> RegistryEntry | 
     """The entry as the API finds it (through the selector), or None."""
     found: RegistryEntry | None = _entries(request, kind).filter(pk=entry_id).first()
     return found
-
-
-def _not_found(request: ConsoleRequest, kind: str) -> HttpResponse:
-    return render(request, "console/not_found.html", {"what": kind}, status=404)
 
 
 def _jobs(request: ConsoleRequest, kind: str, entry: RegistryEntry) -> tuple[Job | None, ...]:
@@ -206,7 +206,7 @@ def entry_page(request: ConsoleRequest, kind: str, entry_id: int) -> HttpRespons
     """One model or adapter: its facts, files and hashes, approvals, deployments and jobs."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     return render(request, DETAIL[kind], _detail(request, kind, entry))
 
 
@@ -217,7 +217,7 @@ def entry_live(request: ConsoleRequest, kind: str, entry_id: int) -> HttpRespons
     seconds (as background traffic) until the job is done."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     return render(request, LIVE, _live(request, kind, entry))
 
 
@@ -238,15 +238,6 @@ def _import_context(request: ConsoleRequest, kind: str, form: dict[str, Any]) ->
     return context
 
 
-def _schema_errors(error: pydantic.ValidationError) -> FormErrors:
-    """The API schema's refusals, at their fields."""
-    errors = FormErrors()
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "name"
-        errors.add(field, SCHEMA_MESSAGES.get(item["type"], item["msg"]))
-    return errors
-
-
 @console_view(Capability.REGISTRY_WRITE)
 @require_http_methods(["GET", "POST"])
 def entry_import(request: ConsoleRequest, kind: str) -> HttpResponse:
@@ -263,9 +254,8 @@ def entry_import(request: ConsoleRequest, kind: str) -> HttpResponse:
         # An empty field is a field left out: the schema's default, or "Required."
         payload = schema.model_validate({k: v for k, v in form.items() if v}).dict()
     except pydantic.ValidationError as error:
-        return render(
-            request, IMPORT[kind], {**context, "errors": _schema_errors(error)}, status=422
-        )
+        errors = schema_errors(error, SCHEMA_MESSAGES, field="name")
+        return invalid(request, IMPORT[kind], context, errors)
     entry: RegistryEntry
     try:
         if kind == MODEL:
@@ -276,12 +266,11 @@ def entry_import(request: ConsoleRequest, kind: str) -> HttpResponse:
             if base is None:
                 errors = FormErrors()
                 errors.add("base_model_id", "No such model.")
-                return render(request, IMPORT[kind], {**context, "errors": errors}, status=422)
+                return invalid(request, IMPORT[kind], context, errors)
             entry, _job = services.adapter_import(actor=request.actor, base_model=base, **payload)
     except DomainError as error:
         return refused(request, IMPORT[kind], context, error)
-    flash(request, f"Importing {entry.name}: its files are being hashed.")
-    return HttpResponseRedirect(reverse(f"console:{kind}", args=[entry.pk]))
+    return _done(request, kind, entry, f"Importing {entry.name}: its files are being hashed.")
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -293,13 +282,12 @@ def _refused_on_page(
     """The entry's page again, fresh from the database, with the service's reason on top."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     return refused(request, DETAIL[kind], _detail(request, kind, entry), error)
 
 
 def _done(request: ConsoleRequest, kind: str, entry: RegistryEntry, message: str) -> HttpResponse:
-    flash(request, message)
-    return HttpResponseRedirect(reverse(f"console:{kind}", args=[entry.pk]))
+    return done(request, message, reverse(f"console:{kind}", args=[entry.pk]))
 
 
 @console_view(Capability.REGISTRY_WRITE)
@@ -308,7 +296,7 @@ def entry_verify(request: ConsoleRequest, kind: str, entry_id: int) -> HttpRespo
     """Re-hash the files in a job; a mismatch quarantines everything that uses them."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     try:
         services.entry_verify(actor=request.actor, entry=entry)
     except DomainError as error:
@@ -322,7 +310,7 @@ def entry_approve(request: ConsoleRequest, kind: str, entry_id: int) -> HttpResp
     """Four eyes: a second administrator lets a pending, verified entry be deployed."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     try:
         services.entry_approve(actor=request.actor, entry=entry)
     except DomainError as error:
@@ -336,19 +324,16 @@ def entry_retire(request: ConsoleRequest, kind: str, entry_id: int) -> HttpRespo
     """Retiring is final, so the GET asks and only the POST retires."""
     entry = _find(request, kind, entry_id)
     if entry is None:
-        return _not_found(request, kind)
+        return not_found(request, kind)
     if request.method == "GET":
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Retire {kind} {entry.name}",
-                "consequence": f"The {kind} {entry.name} will be retired: it stays on record with "
-                "its files and hashes, gateways stop offering it at once, and it can never be "
-                "deployed or approved again.",
-                "action": f"Retire {entry.name}",
-                "cancel_url": reverse(f"console:{kind}", args=[entry.pk]),
-            },
+            title=f"Retire {kind} {entry.name}",
+            consequence=f"The {kind} {entry.name} will be retired: it stays on record with its "
+            "files and hashes, gateways stop offering it at once, and it can never be deployed "
+            "or approved again.",
+            action=f"Retire {entry.name}",
+            cancel_url=reverse(f"console:{kind}", args=[entry.pk]),
         )
     try:
         services.entry_retire(actor=request.actor, entry=entry)

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
@@ -19,12 +19,15 @@ from appliance.accounts.permissions import Capability, allows
 from appliance.console.base import (
     ConsoleRequest,
     FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
 )
-from appliance.console.nav import flash
 from appliance.core.errors import Conflict, DomainError
 from appliance.routing import evaluations, selectors, services
 from appliance.routing.choices import EvaluationStatus, RouteStatus
@@ -39,10 +42,6 @@ PROGRESS = "console/pages/evaluation_progress.html"
 REPORT = "console/pages/evaluation_report.html"
 APPLY = "console/pages/evaluation_apply.html"
 RUNNING = (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING)
-
-
-def _not_found(request: ConsoleRequest, what: str) -> HttpResponse:
-    return render(request, "console/not_found.html", {"what": what}, status=404)
 
 
 def _int(value: str | None) -> int | None:
@@ -117,7 +116,7 @@ def route_detail(request: ConsoleRequest, route_id: int) -> HttpResponse:
     targets with their timeouts, under the route's cost ceiling."""
     route = _route(request, route_id)
     if route is None:
-        return _not_found(request, "route")
+        return not_found(request, "route")
     return render(request, ROUTE, _route_context(request, route))
 
 
@@ -128,7 +127,7 @@ def route_delete(request: ConsoleRequest, route_id: int) -> HttpResponse:
     refuses otherwise, naming them)."""
     route = _route(request, route_id)
     if route is None:
-        return _not_found(request, "route")
+        return not_found(request, "route")
     if request.method == "GET":
         rules, tiers = route.rules.count(), route.tiers.count()
         consequence = (
@@ -137,22 +136,18 @@ def route_delete(request: ConsoleRequest, route_id: int) -> HttpResponse:
             "Gateways stop serving it from their next request. The task classes and models it "
             "names are kept."
         )
-        return render(
+        return confirm(
             request,
-            "console/confirm.html",
-            {
-                "title": f"Delete route {route.name}",
-                "consequence": consequence,
-                "action": f"Delete route {route.name}",
-                "cancel_url": reverse("console:route", args=[route.pk]),
-            },
+            title=f"Delete route {route.name}",
+            consequence=consequence,
+            action=f"Delete route {route.name}",
+            cancel_url=reverse("console:route", args=[route.pk]),
         )
     try:
         services.route_delete(actor=request.actor, route=route)
     except DomainError as error:
         return refused(request, ROUTE, _route_context(request, route), error)
-    flash(request, f"Route {route.name} was deleted.")
-    return HttpResponseRedirect(reverse("console:routes"))
+    return done(request, f"Route {route.name} was deleted.", reverse("console:routes"))
 
 
 @console_view(Capability.ROUTES_VIEW)
@@ -262,7 +257,7 @@ def evaluation_detail(request: ConsoleRequest, evaluation_id: int) -> HttpRespon
     tokens and cost against the target and the baseline, and the smallest that met it."""
     evaluation = _evaluation(request, evaluation_id)
     if evaluation is None:
-        return _not_found(request, "evaluation")
+        return not_found(request, "evaluation")
     return render(request, EVALUATION, _evaluation_context(request, evaluation))
 
 
@@ -271,7 +266,7 @@ def evaluation_report(request: ConsoleRequest, evaluation_id: int) -> HttpRespon
     """The detail page's report section, polled while the run is queued or running."""
     evaluation = _evaluation(request, evaluation_id)
     if evaluation is None:
-        return _not_found(request, "evaluation")
+        return not_found(request, "evaluation")
     return render(request, REPORT, _evaluation_context(request, evaluation))
 
 
@@ -280,7 +275,7 @@ def evaluation_progress(request: ConsoleRequest, evaluation_id: int) -> HttpResp
     """A list row's state and progress, polled while the run is queued or running."""
     evaluation = _evaluation(request, evaluation_id)
     if evaluation is None:
-        return _not_found(request, "evaluation")
+        return not_found(request, "evaluation")
     return render(request, PROGRESS, {"evaluation": evaluation, "running_states": RUNNING})
 
 
@@ -309,7 +304,7 @@ def evaluation_apply(request: ConsoleRequest, evaluation_id: int) -> HttpRespons
     behind it as fallbacks): a confirmation naming the change, then the change."""
     evaluation = _evaluation(request, evaluation_id)
     if evaluation is None:
-        return _not_found(request, "evaluation")
+        return not_found(request, "evaluation")
     data = request.POST if request.method == "POST" else request.GET
     context = {
         **_evaluation_context(request, evaluation),
@@ -326,7 +321,7 @@ def evaluation_apply(request: ConsoleRequest, evaluation_id: int) -> HttpRespons
     if task_class is None:
         errors.add("task_class", "Choose a task class from the list.")
     if errors or route is None or task_class is None:
-        return render(request, EVALUATION, {**context, "errors": errors}, status=422)
+        return invalid(request, EVALUATION, context, errors)
     if request.method == "POST":
         try:
             evaluations.evaluation_apply(
@@ -334,12 +329,12 @@ def evaluation_apply(request: ConsoleRequest, evaluation_id: int) -> HttpRespons
             )
         except DomainError as error:
             return refused(request, EVALUATION, context, error)
-        flash(
+        return done(
             request,
             f"{context['winner']} is now the first tier of {task_class.name} on route "
             f"{route.name}.",
+            reverse("console:route", args=[route.pk]),
         )
-        return HttpResponseRedirect(reverse("console:route", args=[route.pk]))
     winner = evaluations.candidate_of(context["winner"] or "")
     if evaluation.status != EvaluationStatus.SUCCEEDED or winner is None:
         # Shown before the confirmation rather than after it; the service refuses these too.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -22,13 +22,16 @@ from appliance.accounts.schemas import UserCreateIn, UserUpdateIn
 from appliance.accounts.signin import SESSION_RECORD
 from appliance.console.base import (
     ConsoleRequest,
-    FormErrors,
+    confirm,
     console_view,
+    done,
+    invalid,
+    not_found,
     paginate,
     query_without_page,
     refused,
+    schema_errors,
 )
-from appliance.console.nav import flash
 from appliance.core.errors import DomainError
 
 LIST = "console/pages/users.html"
@@ -46,22 +49,9 @@ SCHEMA_MESSAGES = {
 }
 
 
-def _schema_errors(error: ValidationError) -> FormErrors:
-    """The API's input rules (lengths, the user name's characters, known roles) as field errors."""
-    errors = FormErrors()
-    for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "form"
-        errors.add(field, SCHEMA_MESSAGES.get(problem["type"], problem["msg"]))
-    return errors
-
-
 def _parsed(schema: type[PydanticModel], request: ConsoleRequest, fields: tuple[str, ...]) -> Any:
     """The form checked by the API's schema for the same operation (raises ValidationError)."""
     return schema.model_validate({name: request.POST.get(name, "").strip() for name in fields})
-
-
-def _not_found(request: ConsoleRequest, what: str) -> HttpResponse:
-    return render(request, "console/not_found.html", {"what": what}, status=404)
 
 
 def _user(request: ConsoleRequest, user_id: int) -> User | None:
@@ -116,7 +106,7 @@ def user_create(request: ConsoleRequest) -> HttpResponse:
     try:
         payload = _parsed(UserCreateIn, request, CREATE_FIELDS)
     except ValidationError as error:
-        return render(request, CREATE, {**context, "errors": _schema_errors(error)}, status=422)
+        return invalid(request, CREATE, context, schema_errors(error, SCHEMA_MESSAGES))
     try:
         user, generated = services.user_create(
             actor=request.actor,
@@ -142,13 +132,23 @@ def _detail_context(request: ConsoleRequest, user: User) -> dict[str, Any]:
     }
 
 
+def _back(user: User) -> str:
+    """The person's page: where each action on them starts, and returns."""
+    return reverse("console:user", args=[user.pk])
+
+
+def _refused_on_detail(request: ConsoleRequest, user: User, error: DomainError) -> HttpResponse:
+    user.refresh_from_db()  # show what is stored, not the refused values
+    return refused(request, DETAIL, _detail_context(request, user), error)
+
+
 @console_view(Capability.USERS_VIEW)
 def user_detail(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """One account: its role, second factor and live sessions, and (for admins) what can be
     changed about it."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     return render(request, DETAIL, _detail_context(request, user))
 
 
@@ -158,12 +158,12 @@ def user_update(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Change the role or contact details; the service refuses to demote the last active admin."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     context = _detail_context(request, user)
     try:
         payload = _parsed(UserUpdateIn, request, UPDATE_FIELDS)
     except ValidationError as error:
-        return render(request, DETAIL, {**context, "errors": _schema_errors(error)}, status=422)
+        return invalid(request, DETAIL, context, schema_errors(error, SCHEMA_MESSAGES))
     try:
         services.user_update(
             actor=request.actor,
@@ -173,20 +173,8 @@ def user_update(request: ConsoleRequest, user_id: int) -> HttpResponse:
             full_name=payload.full_name,
         )
     except DomainError as error:
-        user.refresh_from_db()  # show what is stored, not the refused values
-        return refused(request, DETAIL, _detail_context(request, user), error)
-    flash(request, f"{user.username} saved.")
-    return HttpResponseRedirect(reverse("console:user", args=[user.pk]))
-
-
-def _confirm(request: ConsoleRequest, user: User, **context: str) -> HttpResponse:
-    cancel = reverse("console:user", args=[user.pk])
-    return render(request, "console/confirm.html", {**context, "cancel_url": cancel})
-
-
-def _refused_on_detail(request: ConsoleRequest, user: User, error: DomainError) -> HttpResponse:
-    user.refresh_from_db()
-    return refused(request, DETAIL, _detail_context(request, user), error)
+        return _refused_on_detail(request, user, error)
+    return done(request, f"{user.username} saved.", _back(user))
 
 
 @console_view(Capability.USERS_MANAGE)
@@ -195,23 +183,22 @@ def user_deactivate(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Lock an account out: its sessions end and its API tokens are revoked at once."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     if request.method == "GET":
-        return _confirm(
+        return confirm(
             request,
-            user,
             title=f"Deactivate {user.username}",
             consequence=f"{user.username} will no longer be able to sign in; their signed-in "
             "sessions end now and all their personal API tokens are revoked. "
             "The account can be reactivated later, but revoked tokens stay revoked.",
             action=f"Deactivate {user.username}",
+            cancel_url=_back(user),
         )
     try:
         services.user_set_active(actor=request.actor, user=user, active=False)
     except DomainError as error:
         return _refused_on_detail(request, user, error)
-    flash(request, f"{user.username} was deactivated.")
-    return HttpResponseRedirect(reverse("console:user", args=[user.pk]))
+    return done(request, f"{user.username} was deactivated.", _back(user))
 
 
 @console_view(Capability.USERS_MANAGE)
@@ -220,23 +207,22 @@ def user_activate(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Let a deactivated person sign in again, with the role they had."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     if request.method == "GET":
-        return _confirm(
+        return confirm(
             request,
-            user,
             title=f"Reactivate {user.username}",
             consequence=f"{user.username} will be able to sign in again as "
             f"{user.get_role_display()} with their current password. "
             "Their old API tokens stay revoked.",
             action=f"Reactivate {user.username}",
+            cancel_url=_back(user),
         )
     try:
         services.user_set_active(actor=request.actor, user=user, active=True)
     except DomainError as error:
         return _refused_on_detail(request, user, error)
-    flash(request, f"{user.username} was reactivated.")
-    return HttpResponseRedirect(reverse("console:user", args=[user.pk]))
+    return done(request, f"{user.username} was reactivated.", _back(user))
 
 
 @console_view(Capability.USERS_MANAGE)
@@ -245,11 +231,10 @@ def user_mfa_reset(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Remove a lost authenticator so the person can set up a new one at their next sign-in."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     if request.method == "GET":
-        return _confirm(
+        return confirm(
             request,
-            user,
             title=f"Reset the authenticator of {user.username}",
             consequence=f"The authenticator and all recovery codes of {user.username} will be "
             "removed. Codes from their app stop working; "
@@ -260,13 +245,13 @@ def user_mfa_reset(request: ConsoleRequest, user_id: int) -> HttpResponse:
                 else "they sign in with their password alone until they set up a new one."
             ),
             action="Reset the authenticator",
+            cancel_url=_back(user),
         )
     try:
         mfa.mfa_reset(actor=request.actor, user=user)
     except DomainError as error:
         return _refused_on_detail(request, user, error)
-    flash(request, f"The authenticator of {user.username} was reset.")
-    return HttpResponseRedirect(reverse("console:user", args=[user.pk]))
+    return done(request, f"The authenticator of {user.username} was reset.", _back(user))
 
 
 @console_view(Capability.USERS_MANAGE)
@@ -275,27 +260,26 @@ def user_session_end(request: ConsoleRequest, user_id: int, session_id: int) -> 
     """Sign a person out of one session (a lost laptop, a shared machine)."""
     user = _user(request, user_id)
     if user is None:
-        return _not_found(request, "user")
+        return not_found(request, "user")
     live = {s.pk: s for s in sessions.sessions_of(user)}
     record = live.get(session_id)
     if record is None:
-        return _not_found(request, "session")
+        return not_found(request, "session")
     if request.method == "GET":
-        return _confirm(
+        return confirm(
             request,
-            user,
             title=f"End a session of {user.username}",
             consequence=f"The session of {user.username} started from "
             f"{record.source_ip or 'an unknown address'} "
             f"({record.user_agent or 'unknown browser'}) will be signed out at once.",
             action="End the session",
+            cancel_url=_back(user),
         )
     try:
         sessions.session_end(actor=request.actor, record_id=record.pk)
     except DomainError as error:
         return _refused_on_detail(request, user, error)
-    flash(request, f"The session of {user.username} was ended.")
-    return HttpResponseRedirect(reverse("console:user", args=[user.pk]))
+    return done(request, f"The session of {user.username} was ended.", _back(user))
 
 
 urlpatterns = [

@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appliance.access.demo import DEMO_APPLICATION, demo_application_key
 from appliance.access.models import Application
+from appliance.accounts.break_glass import break_glass_expire
 from appliance.agent.config import write_private
 from appliance.audit.checkpoints import checkpoint_create
 from appliance.audit.witness import witness_forward
@@ -235,8 +236,8 @@ class Command(BaseCommand):
             self.stderr.write(f"audit witness not fed: {type(exc).__name__}: {exc}")
 
     def _periodic(self, children: list[subprocess.Popen[bytes]], stopping: Any) -> None:
-        """What celery beat does in production: node liveness, GPU history, usage rollups and
-        audit checkpoints."""
+        """What celery beat does in production: node liveness, GPU history, usage rollups,
+        the expiry events of emergency access, and audit checkpoints."""
         next_liveness = next_rollup = 0.0
         while not stopping():
             for child in children:
@@ -249,6 +250,7 @@ class Command(BaseCommand):
             if now >= next_rollup:
                 gpu_samples_rollup()
                 usage_rollup()
+                break_glass_expire()
                 cost_refresh()
                 evaluations_sweep()
                 self._audit_jobs()
