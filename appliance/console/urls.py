@@ -14,6 +14,7 @@ from appliance.console.views import (
     fleet,
     registry,
     routes,
+    tokens,
     usage,
     users,
 )
@@ -39,4 +40,5 @@ urlpatterns = [
     *audit.urlpatterns,
     *users.urlpatterns,
     *break_glass.urlpatterns,
+    *tokens.urlpatterns,
 ]
