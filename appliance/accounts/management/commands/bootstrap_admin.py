@@ -35,6 +35,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created admin {user.username!r} with password {password}\n"
-                f"(shown once; also saved to {path}, mode 0600)"
+                f"(shown once; also saved to {path}, mode 0600). Sign in to the console at "
+                "/console/: an admin sets up an authenticator app (TOTP) at the first sign-in."
             )
         )

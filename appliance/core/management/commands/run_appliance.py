@@ -93,7 +93,9 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("No engine Python given: control plane only, no local engine.")
             self.stdout.write(
-                self.style.SUCCESS(f"Serving on {url}  (API docs: {url}/api/v1/docs)")
+                self.style.SUCCESS(
+                    f"Serving on {url}  (console: {url}/console/, API docs: {url}/api/v1/docs)"
+                )
             )
             self._periodic(children, lambda: stopping)
         finally:
