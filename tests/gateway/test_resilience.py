@@ -138,10 +138,15 @@ def test_a_connection_closed_before_the_answer_is_retried_on_another_engine(
     instance.save()
     _, key = application(grants=[approved_model])
 
-    statuses = [post(gateway, key).status_code for _ in range(6)]
+    # The balancer picks at random between equally idle engines: ask until the dying one has been
+    # picked (six tries missed it one run in 64); every answer must still be 200.
+    statuses = []
+    while not dying.accepted and len(statuses) < 40:
+        statuses.append(post(gateway, key).status_code)
+    statuses += [post(gateway, key).status_code for _ in range(3)]
 
-    assert statuses == [200] * 6
     assert dying.accepted >= 1
+    assert set(statuses) == {200}, statuses
     dying.sock.close()
 
 
