@@ -179,6 +179,34 @@ CELERY_TASK_TIME_LIMIT = env_int("APPLIANCE_TASK_TIME_LIMIT", 6 * 3600, minimum=
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = env_int("APPLIANCE_SESSION_MAX_AGE", 12 * 3600, minimum=300)
+# Single sign-on through the organisation's identity provider (OpenID Connect): off unless an
+# issuer is set. Roles come from the groups claim: "admin=IT-Admins,operator=IT-Ops,...".
+APPLIANCE_OIDC_ISSUER = env_str("APPLIANCE_OIDC_ISSUER", "").rstrip("/")
+APPLIANCE_OIDC_CLIENT_ID = env_str("APPLIANCE_OIDC_CLIENT_ID", "")
+APPLIANCE_OIDC_CLIENT_SECRET = env_secret("APPLIANCE_OIDC_CLIENT_SECRET", "")
+APPLIANCE_OIDC_SCOPES = env_str("APPLIANCE_OIDC_SCOPES", "openid profile email groups")
+APPLIANCE_OIDC_GROUPS_CLAIM = env_str("APPLIANCE_OIDC_GROUPS_CLAIM", "groups")
+APPLIANCE_OIDC_ROLE_GROUPS = env_list("APPLIANCE_OIDC_ROLE_GROUPS", [])
+# Authentication methods (the ID token's "amr") that count as a second factor done at the IdP.
+APPLIANCE_OIDC_MFA_METHODS = env_list(
+    "APPLIANCE_OIDC_MFA_METHODS", ["mfa", "otp", "hwk", "swk", "sc", "fido", "face", "fpt"]
+)
+APPLIANCE_OIDC_LABEL = env_str("APPLIANCE_OIDC_LABEL", "Sign in with your organisation")
+# Sign-in with the organisation's directory (LDAP / Active Directory): off unless a URL is set.
+# Role groups are "role=group DN" pairs separated by ";" (DNs hold commas).
+APPLIANCE_LDAP_URL = env_str("APPLIANCE_LDAP_URL", "")
+APPLIANCE_LDAP_START_TLS = env_bool("APPLIANCE_LDAP_START_TLS", False)
+APPLIANCE_LDAP_BIND_DN = env_str("APPLIANCE_LDAP_BIND_DN", "")
+APPLIANCE_LDAP_BIND_PASSWORD = env_secret("APPLIANCE_LDAP_BIND_PASSWORD", "")
+APPLIANCE_LDAP_USER_BASE = env_str("APPLIANCE_LDAP_USER_BASE", "")
+APPLIANCE_LDAP_USER_FILTER = env_str("APPLIANCE_LDAP_USER_FILTER", "(sAMAccountName={username})")
+APPLIANCE_LDAP_ROLE_GROUPS = env_str("APPLIANCE_LDAP_ROLE_GROUPS", "")
+# Local accounts first; a directory account has no password here, so only the directory signs
+# it in.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "appliance.accounts.ldap.LdapBackend",
+]
 # Idle sign-out (HIPAA automatic logoff), enforced on the server by SessionLimitsMiddleware.
 APPLIANCE_SESSION_IDLE_SECONDS = env_int("APPLIANCE_SESSION_IDLE_SECONDS", 15 * 60, minimum=10)
 SESSION_COOKIE_HTTPONLY = True
@@ -297,6 +325,9 @@ _problems = (
         allowed_hosts=ALLOWED_HOSTS,
         witness_address=APPLIANCE_AUDIT_WITNESS_ADDRESS,
         witness_tls=APPLIANCE_AUDIT_WITNESS_TLS,
+        oidc_issuer=APPLIANCE_OIDC_ISSUER,
+        ldap_url=APPLIANCE_LDAP_URL,
+        ldap_start_tls=APPLIANCE_LDAP_START_TLS,
     )
     if PRODUCTION
     else []

@@ -15,6 +15,9 @@ class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.APP_OWNER)
     full_name = models.CharField(max_length=150, blank=True)
     time_zone = models.CharField(max_length=64, default="UTC")  # the console shows times in it
+    # "<issuer>|<sub>" for a person who signs in through the organisation's identity provider
+    # (single sign-on); their role follows their groups there.
+    sso_subject = models.CharField(max_length=400, unique=True, null=True, blank=True)
 
     class Meta:
         ordering = ["username"]

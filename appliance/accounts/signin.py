@@ -34,7 +34,10 @@ def second_factor(user: User, code: str | None) -> str:
 
 
 def sign_in(request: HttpRequest, user: User, method: str) -> None:
-    login(request, user)  # cycles the session key
+    # The backend that checked the password (a user read back after the second factor has none
+    # noted: the model backend then restores the session as well as any).
+    backend = getattr(user, "backend", "django.contrib.auth.backends.ModelBackend")
+    login(request, user, backend=backend)  # cycles the session key
     record = sessions.session_open(
         user=user,
         source_ip=current_source_ip(),

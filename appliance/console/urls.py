@@ -14,6 +14,7 @@ from appliance.console.views import (
     fleet,
     registry,
     routes,
+    sso,
     tokens,
     usage,
     users,
@@ -41,4 +42,5 @@ urlpatterns = [
     *users.urlpatterns,
     *break_glass.urlpatterns,
     *tokens.urlpatterns,
+    *sso.urlpatterns,
 ]

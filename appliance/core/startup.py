@@ -17,6 +17,9 @@ def production_problems(
     allowed_hosts: list[str],
     witness_address: str,
     witness_tls: bool,
+    oidc_issuer: str = "",
+    ldap_url: str = "",
+    ldap_start_tls: bool = False,
 ) -> list[str]:
     """The reasons these settings are unsafe for production, empty when they are fine."""
     problems = []
@@ -39,5 +42,15 @@ def production_problems(
         problems.append(
             "appliance.E005: the audit witness (APPLIANCE_AUDIT_WITNESS_ADDRESS) would send the "
             "audit log in plain text; set APPLIANCE_AUDIT_WITNESS_TLS=true."
+        )
+    if oidc_issuer and not oidc_issuer.startswith("https://"):
+        problems.append(
+            "appliance.E006: APPLIANCE_OIDC_ISSUER is not an https:// address; identity tokens "
+            "and the client secret would cross the network in plain text."
+        )
+    if ldap_url.startswith("ldap://") and not ldap_start_tls:
+        problems.append(
+            "appliance.E007: APPLIANCE_LDAP_URL is plain ldap:// without StartTLS; passwords "
+            "would cross the network in plain text (use ldaps:// or APPLIANCE_LDAP_START_TLS)."
         )
     return problems

@@ -23,6 +23,8 @@ GOOD: dict[str, Any] = {
     "allowed_hosts": ["appliance.example"],
     "witness_address": "siem.example:6514",
     "witness_tls": True,
+    "oidc_issuer": "https://idp.hospital.example/realms/staff",
+    "ldap_url": "ldaps://dc1.hospital.example",
 }
 
 
@@ -49,6 +51,8 @@ def test_a_fifty_character_key_is_long_enough() -> None:
         ({"allowed_hosts": []}, "appliance.E004"),
         ({"allowed_hosts": ["appliance.example", "*"]}, "appliance.E004"),
         ({"witness_tls": False}, "appliance.E005"),
+        ({"oidc_issuer": "http://idp.hospital.example"}, "appliance.E006"),
+        ({"ldap_url": "ldap://dc1.hospital.example"}, "appliance.E007"),
     ],
 )
 def test_each_unsafe_value_is_reported_with_its_own_id(
@@ -65,6 +69,8 @@ def test_all_problems_are_reported_at_once() -> None:
         allowed_hosts=["*"],
         witness_address="siem.example:514",
         witness_tls=False,
+        oidc_issuer="http://idp.hospital.example",
+        ldap_url="ldap://dc1.hospital.example",
     )
     assert ids_of(problems) == [
         "appliance.E001",
@@ -72,6 +78,8 @@ def test_all_problems_are_reported_at_once() -> None:
         "appliance.E003",
         "appliance.E004",
         "appliance.E005",
+        "appliance.E006",
+        "appliance.E007",
     ]
 
 

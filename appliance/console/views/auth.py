@@ -7,13 +7,14 @@ import time
 from typing import Any
 
 import segno
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from appliance.accounts import mfa
+from appliance.accounts import mfa, oidc
 from appliance.accounts.middleware import ENDED
 from appliance.accounts.models import TotpDevice, User
 from appliance.accounts.services import password_check
@@ -33,7 +34,7 @@ ENDED_MESSAGES = {
 }
 
 
-def _next(request: HttpRequest, default: str = "") -> str:
+def safe_next(request: HttpRequest, default: str = "") -> str:
     target = request.POST.get("next") or request.GET.get("next") or default
     if target.startswith("/console/") and url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}
@@ -50,7 +51,7 @@ def _pending_user(request: HttpRequest) -> User | None:
 
 
 def _finish(request: HttpRequest, user: User, method: str) -> HttpResponse:
-    target = _next(request, (request.session.get(PENDING) or {}).get("next", ""))
+    target = safe_next(request, (request.session.get(PENDING) or {}).get("next", ""))
     sign_in(request, user, method)  # a new session: the pending state goes with the old one
     return HttpResponseRedirect(target)
 
@@ -58,10 +59,12 @@ def _finish(request: HttpRequest, user: User, method: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def sign_in_view(request: HttpRequest) -> HttpResponse:
     if isinstance(request.user, User):
-        return HttpResponseRedirect(_next(request))
+        return HttpResponseRedirect(safe_next(request))
     context: dict[str, Any] = {
         "next": request.GET.get("next", ""),
         "ended": ENDED_MESSAGES.get(request.session.pop(ENDED, ""), ""),
+        "sso": oidc.enabled(),
+        "sso_label": settings.APPLIANCE_OIDC_LABEL,
     }
     if request.method == "GET":
         return render(request, "console/auth/sign_in.html", context)
@@ -80,8 +83,14 @@ def sign_in_view(request: HttpRequest) -> HttpResponse:
             {**context, "errors": FormErrors(error)},
             status=error.status,
         )
+    return after_first_factor(request, user, context["next"])
+
+
+def after_first_factor(request: HttpRequest, user: User, next_url: str) -> HttpResponse:
+    """A person proved who they are once (password, or the identity provider without a second
+    factor): ask for their authenticator's code, make an admin set one up, or sign them in."""
     request.session.cycle_key()
-    request.session[PENDING] = {"user": user.pk, "at": time.time(), "next": context["next"]}
+    request.session[PENDING] = {"user": user.pk, "at": time.time(), "next": next_url}
     if mfa.mfa_enrolled(user):
         return HttpResponseRedirect(reverse("console:sign-in-code"))
     if mfa.mfa_required(user):
@@ -123,7 +132,7 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
             errors = FormErrors(error)
         else:
             if not signed_in:
-                target = _next(request, (request.session.get(PENDING) or {}).get("next", ""))
+                target = safe_next(request, (request.session.get(PENDING) or {}).get("next", ""))
                 sign_in(request, user, mfa.Method.TOTP)
             else:
                 target = reverse("console:account")
