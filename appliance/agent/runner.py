@@ -99,6 +99,11 @@ class ManagedEngine:
             "last_error": _clipped(self.last_error),
             "loaded_adapters": sorted(self.loaded),
             "metrics": self.metrics,
+            # What the engine printed last, for the console (vLLM logs no request text unless
+            # asked to, and the agent never asks).
+            "log_tail": [line[:LOG_LINE_CHARS] for line in self.process.tail]
+            if self.process
+            else [],
         }
 
 
@@ -412,6 +417,9 @@ class Agent:
                 engine.process.stop()
                 engine.process = None
                 engine.state = "stopped"
+
+
+LOG_LINE_CHARS = 500
 
 
 def _clipped(error: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from ninja import Field, Schema
@@ -67,6 +67,9 @@ class EngineReport(InSchema):
     last_error: str = Field("", max_length=8000)
     loaded_adapters: list[str] = Field(default_factory=list, max_length=256)
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    log_tail: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=50, description="The engine's last output lines."
+    )
 
 
 class HeartbeatIn(InSchema):

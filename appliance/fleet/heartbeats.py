@@ -42,6 +42,7 @@ OBSERVED_FIELDS = [
     "last_error",
     "loaded_adapters",
     "metrics",
+    "log_tail",
     "last_report_at",
 ]
 FAILING_STATES = {EngineState.FAILED, EngineState.REFUSED, EngineState.UNHEALTHY}
@@ -169,6 +170,7 @@ def _apply_report(node: Node, instance: EngineInstance, report: dict[str, Any]) 
     instance.last_error = error
     instance.loaded_adapters = sorted(after)
     instance.metrics = report.get("metrics") or {}
+    instance.log_tail = list(report.get("log_tail") or [])
     instance.last_report_at = timezone.now()
     # Only what the agent observes: desired_state belongs to the operator, and a report read
     # before a removal committed must not write the old desired state back.

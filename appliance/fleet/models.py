@@ -193,6 +193,7 @@ class EngineInstance(models.Model):
     last_error = models.TextField(blank=True)
     loaded_adapters = models.JSONField(default=list)
     metrics = models.JSONField(default=dict)  # the latest scrape of the engine's /metrics
+    log_tail = models.JSONField(default=list)  # the engine's last output lines, as reported
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

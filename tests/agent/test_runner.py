@@ -157,6 +157,10 @@ class FakeEngine:
         self.load_refusal: str | None = None
         self.loads: list[tuple[str, Path]] = []
         self.unloads: list[str] = []
+        self.tail = [
+            "INFO Starting vLLM API server",
+            "INFO Application startup complete." + "x" * 600,
+        ]
 
     def poll(self) -> int | None:
         return self.exit_code
@@ -689,6 +693,9 @@ def test_heartbeat_reports_gpus_engine_states_loaded_adapters_and_metrics(node: 
     assert reported["port"] == engine.port
     assert reported["engine_version"] == "0.32.0"
     assert reported["metrics"] == engine.metrics()
+    # The engine's last output lines, each cut to a bounded length.
+    assert reported["log_tail"][0] == "INFO Starting vLLM API server"
+    assert len(reported["log_tail"][1]) == 500
 
 
 def test_heartbeat_reports_why_there_are_no_gpus(node: Node) -> None:

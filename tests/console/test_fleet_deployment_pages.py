@@ -71,6 +71,7 @@ def one_ready_one_failed(chat: Deployment, node: Node) -> None:
             "port": 8101,
             "engine_version": "0.8.5",
             "loaded_adapters": ["triage"],
+            "log_tail": ["INFO Started server process", "INFO Application startup <complete>."],
             "metrics": {
                 "requests_running": 3,
                 "requests_waiting": 1,
@@ -167,6 +168,8 @@ def test_deployment_page_shows_settings_engines_load_and_the_tail_of_the_last_er
     assert "torch.OutOfMemoryError: CUDA out of memory" in page
     assert "frame 39" in page and "frame 5\n" not in page  # the tail only
     assert "The last lines only." in page
+    assert "Output of replica 0 on gpu-1 (last 2 lines" in page
+    assert "INFO Started server process\nINFO Application startup &lt;complete&gt;." in page
 
 
 def test_deployment_page_refreshes_its_engines_in_the_background_every_three_seconds(

@@ -833,3 +833,19 @@ def test_a_quarantined_model_is_no_longer_desired_nor_downloadable(
 
     assert answer.data["engines"] == []
     assert Agent(node_a[1]).blob(config["sha256"]).status_code == 404
+
+
+def test_an_engines_last_output_lines_are_kept_and_overly_long_ones_refused(
+    deployed: tuple[Deployment, Deployment], node_a: tuple[Node, str]
+) -> None:
+    a = instance_of(deployed[0])
+    lines = ["INFO Starting vLLM API server", "INFO Application startup complete."]
+    ok = Agent(node_a[1]).heartbeat({"engines": [engine_report(a, log_tail=lines)]})
+    assert ok.status_code == 200, ok.data
+    a.refresh_from_db()
+    assert a.log_tail == lines
+
+    too_long = Agent(node_a[1]).heartbeat({"engines": [engine_report(a, log_tail=["x" * 501])]})
+    assert too_long.status_code == 422
+    a.refresh_from_db()
+    assert a.log_tail == lines

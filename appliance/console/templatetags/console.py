@@ -39,3 +39,9 @@ def field_errors(errors: Any, name: str) -> list[str]:
 @register.filter
 def get(mapping: Any, key: Any) -> Any:
     return mapping.get(key) if mapping else None
+
+
+@register.filter
+def lines(values: Any) -> str:
+    """A list of lines as one text (escaped as usual), for a ``<pre>``."""
+    return "\n".join(str(v) for v in values or [])
