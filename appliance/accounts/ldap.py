@@ -89,12 +89,7 @@ def find(username: str, password: str) -> Person | None:
 def role_groups() -> dict[str, set[str]]:
     """``APPLIANCE_LDAP_ROLE_GROUPS``: ``role=group DN`` pairs separated by ``;`` (DNs hold
     commas), compared case-insensitively as directories do."""
-    mapping: dict[str, set[str]] = {}
-    for entry in settings.APPLIANCE_LDAP_ROLE_GROUPS.split(";"):
-        role, _, group = entry.partition("=")
-        if role.strip() and group.strip():
-            mapping.setdefault(role.strip(), set()).add(group.strip().lower())
-    return mapping
+    return sso.parse_role_groups(settings.APPLIANCE_LDAP_ROLE_GROUPS.split(";"), casefold=True)
 
 
 class LdapBackend(BaseBackend):

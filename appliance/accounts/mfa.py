@@ -42,6 +42,20 @@ def mfa_required(user: User) -> bool:
     return user.role in MFA_REQUIRED_ROLES
 
 
+class Step:
+    """What a person who proved who they are once still owes before they are signed in."""
+
+    CODE = "code"  # their authenticator's code (or a recovery code)
+    ENROL = "enrol"  # setting up an authenticator, which their role needs
+    NONE = "none"
+
+
+def second_step(user: User) -> str:
+    if mfa_enrolled(user):
+        return Step.CODE
+    return Step.ENROL if mfa_required(user) else Step.NONE
+
+
 def mfa_enrolled(user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 

@@ -19,13 +19,14 @@ def second_factor(user: User, code: str | None) -> str:
     """The method by which ``user`` gave a second factor (none if they have no authenticator
     and their role does not need one). Raises if a code is missing or wrong, or if the role
     needs an authenticator that is not set up (set up in the console)."""
-    if mfa.mfa_enrolled(user):
+    step = mfa.second_step(user)
+    if step == mfa.Step.CODE:
         if not code:
             raise PermissionDenied(
                 "Enter the code from your authenticator app.", code="mfa_code_required"
             )
         return mfa.mfa_verify(user=user, code=code)
-    if mfa.mfa_required(user):
+    if step == mfa.Step.ENROL:
         raise PermissionDenied(
             "Your role needs an authenticator: set one up at the console's sign-in.",
             code="mfa_enrolment_required",

@@ -5,6 +5,7 @@ whether the provider already asked them for a second factor."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -22,14 +23,20 @@ ROLE_ORDER = (Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.APP_OWNER)
 _USERNAME = re.compile(r"[^\w.@+-]")
 
 
+def parse_role_groups(entries: Iterable[str], *, casefold: bool = False) -> dict[str, set[str]]:
+    """``role=group`` entries as role → groups (unknown roles and blanks dropped); ``casefold``
+    for directories, which compare names without case."""
+    mapping: dict[str, set[str]] = {}
+    for entry in entries:
+        role, _, group = (part.strip() for part in entry.partition("="))
+        if role in Role.values and group:
+            mapping.setdefault(role, set()).add(group.lower() if casefold else group)
+    return mapping
+
+
 def role_groups() -> dict[str, set[str]]:
     """``APPLIANCE_OIDC_ROLE_GROUPS`` ("admin=IT-Admins,operator=IT-Ops") as role → groups."""
-    mapping: dict[str, set[str]] = {}
-    for entry in settings.APPLIANCE_OIDC_ROLE_GROUPS:
-        role, _, group = entry.partition("=")
-        if role.strip() in Role.values and group.strip():
-            mapping.setdefault(role.strip(), set()).add(group.strip())
-    return mapping
+    return parse_role_groups(settings.APPLIANCE_OIDC_ROLE_GROUPS)
 
 
 def role_for(groups: list[str]) -> str | None:

@@ -102,12 +102,6 @@ def done(request: HttpRequest, message: str, to: str, *, status: int = 302) -> H
     return HttpResponseRedirect(to, status=status)
 
 
-def page(
-    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
-) -> HttpResponse:
-    return render(request, template, context, status=status)
-
-
 def paginate(request: HttpRequest, items: Any, size: int = PAGE_SIZE) -> Page:
     """One page of an ordered queryset or list, from ``?page=``; out-of-range numbers give the
     nearest page rather than an error."""

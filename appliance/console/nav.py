@@ -50,7 +50,8 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if not isinstance(user, User):
         return {"flash": message}
-    actor = actor_for_user(user)
+    # console_view built it (with the emergency-access lookup); a page without one builds it here.
+    actor = getattr(request, "actor", None) or actor_for_user(user)
     entries = []
     for entry in NAV:
         if entry.capabilities and not any(allows(actor, c) for c in entry.capabilities):
@@ -58,4 +59,5 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
         url = reverse(entry.url_name)
         current = request.path == url or (url != "/console/" and request.path.startswith(url))
         entries.append({"label": entry.label, "url": url, "current": current})
-    return {"nav": entries, "flash": message, "emergency": elevation.active(user.pk)}
+    emergency = elevation.active(user.pk) if actor.role != user.role else None
+    return {"nav": entries, "flash": message, "emergency": emergency}

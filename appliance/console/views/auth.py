@@ -91,9 +91,10 @@ def after_first_factor(request: HttpRequest, user: User, next_url: str) -> HttpR
     factor): ask for their authenticator's code, make an admin set one up, or sign them in."""
     request.session.cycle_key()
     request.session[PENDING] = {"user": user.pk, "at": time.time(), "next": next_url}
-    if mfa.mfa_enrolled(user):
+    step = mfa.second_step(user)
+    if step == mfa.Step.CODE:
         return HttpResponseRedirect(reverse("console:sign-in-code"))
-    if mfa.mfa_required(user):
+    if step == mfa.Step.ENROL:
         return HttpResponseRedirect(reverse("console:mfa-enrol"))
     return _finish(request, user, mfa.Method.NONE)
 

@@ -35,13 +35,13 @@ FORM = "console/pages/break_glass_new.html"
 @console_view(Capability.USERS_VIEW)
 def grants_page(request: ConsoleRequest) -> HttpResponse:
     """Every emergency access, open ones first in time order, for the review that must follow."""
-    grants = break_glass.break_glass_list(actor=request.actor)
+    page_obj = paginate(request, break_glass.break_glass_list(actor=request.actor))
     return render(
         request,
         "console/pages/break_glass.html",
         {
-            "page_obj": paginate(request, grants),
-            "active_ids": {g.pk for g in grants if break_glass.is_open(g)},
+            "page_obj": page_obj,
+            "active_ids": {g.pk for g in page_obj if break_glass.is_open(g)},
             "may_manage": allows(request.actor, Capability.USERS_MANAGE),
         },
     )

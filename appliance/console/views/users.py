@@ -181,48 +181,42 @@ def user_update(request: ConsoleRequest, user_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def user_deactivate(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Lock an account out: its sessions end and its API tokens are revoked at once."""
-    user = _user(request, user_id)
-    if user is None:
-        return not_found(request, "user")
-    if request.method == "GET":
-        return confirm(
-            request,
-            title=f"Deactivate {user.username}",
-            consequence=f"{user.username} will no longer be able to sign in; their signed-in "
-            "sessions end now and all their personal API tokens are revoked. "
-            "The account can be reactivated later, but revoked tokens stay revoked.",
-            action=f"Deactivate {user.username}",
-            cancel_url=_back(user),
-        )
-    try:
-        services.user_set_active(actor=request.actor, user=user, active=False)
-    except DomainError as error:
-        return _refused_on_detail(request, user, error)
-    return done(request, f"{user.username} was deactivated.", _back(user))
+    return _set_active(request, user_id, active=False)
 
 
 @console_view(Capability.USERS_MANAGE)
 @require_http_methods(["GET", "POST"])
 def user_activate(request: ConsoleRequest, user_id: int) -> HttpResponse:
     """Let a deactivated person sign in again, with the role they had."""
+    return _set_active(request, user_id, active=True)
+
+
+def _set_active(request: ConsoleRequest, user_id: int, *, active: bool) -> HttpResponse:
     user = _user(request, user_id)
     if user is None:
         return not_found(request, "user")
+    verb = "Reactivate" if active else "Deactivate"
     if request.method == "GET":
+        consequence = (
+            f"{user.username} will be able to sign in again as {user.get_role_display()} with "
+            "their current password. Their old API tokens stay revoked."
+            if active
+            else f"{user.username} will no longer be able to sign in; their signed-in sessions "
+            "end now and all their personal API tokens are revoked. The account can be "
+            "reactivated later, but revoked tokens stay revoked."
+        )
         return confirm(
             request,
-            title=f"Reactivate {user.username}",
-            consequence=f"{user.username} will be able to sign in again as "
-            f"{user.get_role_display()} with their current password. "
-            "Their old API tokens stay revoked.",
-            action=f"Reactivate {user.username}",
+            title=f"{verb} {user.username}",
+            consequence=consequence,
+            action=f"{verb} {user.username}",
             cancel_url=_back(user),
         )
     try:
-        services.user_set_active(actor=request.actor, user=user, active=True)
+        services.user_set_active(actor=request.actor, user=user, active=active)
     except DomainError as error:
         return _refused_on_detail(request, user, error)
-    return done(request, f"{user.username} was reactivated.", _back(user))
+    return done(request, f"{user.username} was {verb.lower()}d.", _back(user))
 
 
 @console_view(Capability.USERS_MANAGE)
